@@ -1,0 +1,71 @@
+#include "modelport/core/tensor.h"
+
+#include <cstring>
+
+namespace mp {
+
+Result<TensorInfo> TensorInfo::Make(std::string name, DType dtype, Shape shape) {
+  auto bytes = ByteSize(dtype, shape);
+  if (!bytes) return bytes.error().WithContext("tensor '" + name + "'");
+  return TensorInfo{std::move(name), dtype, std::move(shape), *bytes};
+}
+
+std::optional<size_t> ModelSource::Find(std::string_view name) const {
+  const auto& infos = tensors();
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (infos[i].name == name) return i;
+  }
+  return std::nullopt;
+}
+
+Result<uint64_t> ModelSource::TotalBytes() const {
+  uint64_t total = 0;
+  for (const auto& t : tensors()) {
+    MP_ASSIGN_OR_RETURN(total, CheckedAdd(total, t.byte_size));
+  }
+  return total;
+}
+
+Result<uint64_t> ModelSource::TotalElements() const {
+  uint64_t total = 0;
+  for (const auto& t : tensors()) {
+    MP_ASSIGN_OR_RETURN(uint64_t n, t.shape.NumElements());
+    MP_ASSIGN_OR_RETURN(total, CheckedAdd(total, n));
+  }
+  return total;
+}
+
+Status Model::Add(TensorView tensor) {
+  if (Find(tensor.info.name)) {
+    return AlreadyExists("tensor '" + tensor.info.name + "' is already in the model");
+  }
+  if (!tensor.data || tensor.data->size() != tensor.info.byte_size) {
+    return InvalidArgument("tensor '" + tensor.info.name + "': buffer holds " +
+                           std::to_string(tensor.data ? tensor.data->size() : 0) +
+                           " bytes but dtype and shape need " +
+                           std::to_string(tensor.info.byte_size));
+  }
+  infos_.push_back(std::move(tensor.info));
+  data_.push_back(std::move(tensor.data));
+  return Status::Ok();
+}
+
+Result<TensorView> Model::Load(size_t index) const {
+  if (index >= infos_.size()) return NotFound("tensor #" + std::to_string(index));
+  return TensorView{infos_[index], data_[index]};
+}
+
+Result<std::unique_ptr<Model>> LoadAll(const ModelSource& source) {
+  auto model = std::make_unique<Model>(std::string(source.format()));
+  model->mutable_metadata() = source.metadata();
+  for (size_t i = 0; i < source.tensors().size(); ++i) {
+    MP_ASSIGN_OR_RETURN(TensorView t, source.Load(i));
+    MP_ASSIGN_OR_RETURN(auto owned, Buffer::Allocate(t.data->size()));
+    if (t.data->size()) std::memcpy(owned->mutable_data(), t.data->data(), t.data->size());
+    t.data = owned;
+    MP_RETURN_IF_ERROR(model->Add(std::move(t)));
+  }
+  return model;
+}
+
+}  // namespace mp

@@ -1,0 +1,91 @@
+// TensorInfo (what a reader knows before touching data), TensorView (a tensor with its bytes)
+// and ModelSource: the one interface every reader, transform and in-memory model offers, and
+// every writer consumes. Writers pull tensors one at a time, so conversion holds at most one
+// tensor in memory.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "modelport/core/buffer.h"
+#include "modelport/core/dtype.h"
+#include "modelport/core/shape.h"
+#include "modelport/core/status.h"
+
+namespace mp {
+
+using Json = nlohmann::ordered_json;
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kF32;
+  Shape shape;
+  uint64_t byte_size = 0;  ///< ByteSize(dtype, shape)
+
+  /// Builds an info with byte_size computed (checked).
+  static Result<TensorInfo> Make(std::string name, DType dtype, Shape shape);
+};
+
+/// A tensor and its little-endian, row-major bytes. `data` keeps the bytes alive (a slice of a
+/// mapped file for zero-copy readers) and data->size() == info.byte_size.
+struct TensorView {
+  TensorInfo info;
+  std::shared_ptr<Buffer> data;
+
+  std::span<const uint8_t> bytes() const { return data->span(); }
+};
+
+class ModelSource {
+ public:
+  virtual ~ModelSource() = default;
+
+  /// Format name of where the tensors come from ("safetensors", "memory", ...).
+  virtual std::string_view format() const = 0;
+  /// Tensors in file order.
+  virtual const std::vector<TensorInfo>& tensors() const = 0;
+  /// Typed metadata: a JSON object (empty when the source has none).
+  virtual const Json& metadata() const = 0;
+  /// The bytes of tensor `index` (< tensors().size()); zero-copy where the source allows.
+  virtual Result<TensorView> Load(size_t index) const = 0;
+
+  /// Index of the tensor called `name`, if any.
+  std::optional<size_t> Find(std::string_view name) const;
+  /// Sum of byte_size over all tensors (checked).
+  Result<uint64_t> TotalBytes() const;
+  /// Sum of element counts over all tensors (checked).
+  Result<uint64_t> TotalElements() const;
+};
+
+/// An in-memory model: ordered tensors plus typed metadata.
+class Model final : public ModelSource {
+ public:
+  explicit Model(std::string format = "memory") : format_(std::move(format)) {}
+
+  /// Appends a tensor. AlreadyExists for a duplicate name; InvalidArgument if the buffer's size
+  /// does not match the info.
+  Status Add(TensorView tensor);
+  Json& mutable_metadata() { return metadata_; }
+
+  std::string_view format() const override { return format_; }
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  const Json& metadata() const override { return metadata_; }
+  Result<TensorView> Load(size_t index) const override;
+
+ private:
+  std::string format_;
+  std::vector<TensorInfo> infos_;
+  std::vector<std::shared_ptr<Buffer>> data_;
+  Json metadata_ = Json::object();
+};
+
+/// Copies a whole source into memory (for tests and small models).
+Result<std::unique_ptr<Model>> LoadAll(const ModelSource& source);
+
+}  // namespace mp

@@ -1,0 +1,99 @@
+// The format table and detection.
+#include <algorithm>
+#include <filesystem>
+
+#include "modelport/formats/format.h"
+#include "modelport/formats/safetensors/safetensors.h"
+
+namespace mp {
+namespace {
+
+const std::vector<FormatDescriptor>& Table() {
+  static const std::vector<FormatDescriptor> kFormats = {
+      {
+          .name = "safetensors",
+          .extensions = {".safetensors"},
+          .caps = {.read = true, .write = true, .zero_copy = true, .sharded = true},
+          .detect_bytes = 16,
+          .detect = safetensors::Detect,
+          .detect_dir = safetensors::DetectDir,
+          .open = safetensors::Open,
+          .write = safetensors::Write,
+      },
+  };
+  return kFormats;
+}
+
+bool EndsWith(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+const FormatDescriptor* ByExtension(const std::string& path) {
+  for (const auto& f : Table()) {
+    for (auto ext : f.extensions) {
+      if (EndsWith(path, ext)) return &f;
+    }
+  }
+  // "model.safetensors.index.json" and friends: the format name before ".index.json".
+  for (const auto& f : Table()) {
+    for (auto ext : f.extensions) {
+      if (EndsWith(path, std::string(ext) + ".index.json")) return &f;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::span<const FormatDescriptor> Formats() { return Table(); }
+
+Result<const FormatDescriptor*> FindFormat(std::string_view name) {
+  for (const auto& f : Table()) {
+    if (f.name == name) return &f;
+  }
+  std::string known;
+  for (const auto& f : Table()) known += (known.empty() ? "" : ", ") + std::string(f.name);
+  return InvalidArgument("unknown format '" + std::string(name) + "' (known: " + known + ")");
+}
+
+Result<const FormatDescriptor*> DetectFormat(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  auto status = fs::status(path, ec);
+  if (ec || !fs::exists(status)) return NotFound(path + ": no such file or folder");
+  if (fs::is_directory(status)) {
+    for (const auto& f : Table()) {
+      if (f.detect_dir && f.detect_dir(path)) return &f;
+    }
+    return Unsupported(path + ": folder holds no model modelport recognises");
+  }
+  MP_ASSIGN_OR_RETURN(auto file, InputFile::Open(path, IoMode::kPread));
+  size_t need = 0;
+  for (const auto& f : Table()) need = std::max(need, f.detect_bytes);
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(need, file->size()));
+  std::vector<uint8_t> prefix(n);
+  MP_RETURN_IF_ERROR(file->ReadInto(0, n, prefix.data()));
+  for (const auto& f : Table()) {
+    const size_t take = std::min(n, f.detect_bytes);
+    if (f.detect(std::span<const uint8_t>(prefix.data(), take), file->size())) return &f;
+  }
+  if (const FormatDescriptor* f = ByExtension(path)) return f;
+  return Unsupported(path + ": unrecognised format (neither the content nor the extension "
+                            "matches a known format)");
+}
+
+Result<const FormatDescriptor*> FormatForOutput(const std::string& path, std::string_view to) {
+  if (!to.empty()) return FindFormat(to);
+  if (const FormatDescriptor* f = ByExtension(path)) return f;
+  return InvalidArgument(path + ": cannot tell the output format from the extension; use --to");
+}
+
+Result<std::unique_ptr<ModelSource>> OpenModel(const std::string& path,
+                                               const ReadOptions& options) {
+  MP_ASSIGN_OR_RETURN(const FormatDescriptor* format, DetectFormat(path));
+  if (!format->caps.read) return Unsupported(path + ": reading " + std::string(format->name) +
+                                             " is not supported");
+  return format->open(path, options);
+}
+
+}  // namespace mp
