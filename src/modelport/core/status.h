@@ -6,6 +6,7 @@
 #include <cassert>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <variant>
 
@@ -74,6 +75,14 @@ class [[nodiscard]] Result {
   Result(Status status) : v_(std::move(status)) {  // NOLINT: implicit by design
     assert(!std::get<Status>(v_).ok() && "Result built from an OK Status");
   }
+
+  /// Converts from a Result of a convertible type (e.g. unique_ptr<Derived> to unique_ptr<Base>).
+  template <typename U>
+    requires(!std::is_same_v<U, T> && std::is_convertible_v<U &&, T>)
+  Result(Result<U>&& other)  // NOLINT: implicit like std::expected's
+      : v_(other.has_value() ? std::variant<T, Status>(std::in_place_index<0>,
+                                                        std::move(other).value())
+                             : std::variant<T, Status>(std::in_place_index<1>, other.error())) {}
 
   bool has_value() const { return v_.index() == 0; }
   explicit operator bool() const { return has_value(); }
