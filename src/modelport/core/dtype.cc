@@ -59,9 +59,9 @@ Result<DType> ParseDType(std::string_view name) {
     if (t.name == lower) return t.dtype;
   }
   static constexpr std::pair<std::string_view, DType> kAliases[] = {
-      {"float16", DType::kF16}, {"half", DType::kF16},   {"bfloat16", DType::kBF16},
-      {"float32", DType::kF32}, {"float", DType::kF32},  {"float64", DType::kF64},
-      {"double", DType::kF64},  {"fp16", DType::kF16},   {"fp32", DType::kF32},
+      {"float16", DType::kF16}, {"half", DType::kF16},  {"bfloat16", DType::kBF16},
+      {"float32", DType::kF32}, {"float", DType::kF32}, {"float64", DType::kF64},
+      {"double", DType::kF64},  {"fp16", DType::kF16},  {"fp32", DType::kF32},
   };
   for (const auto& [alias, dtype] : kAliases) {
     if (alias == lower) return dtype;

@@ -101,9 +101,8 @@ Result<std::shared_ptr<InputFile>> InputFile::Open(const std::string& path, IoMo
     } else {
       const size_t len = file->size_;
       file->base_ = static_cast<const uint8_t*>(p);
-      file->mapping_ = std::shared_ptr<const void>(p, [len](const void* q) {
-        ::munmap(const_cast<void*>(q), len);
-      });
+      file->mapping_ = std::shared_ptr<const void>(
+          p, [len](const void* q) { ::munmap(const_cast<void*>(q), len); });
     }
   }
   return file;
@@ -151,10 +150,18 @@ void InputFile::Advise(uint64_t offset, uint64_t length, AccessHint hint) const 
   if (base_ == nullptr || !CheckRange(offset, length).ok() || length == 0) return;
   int advice = MADV_NORMAL;
   switch (hint) {
-    case AccessHint::kNormal: advice = MADV_NORMAL; break;
-    case AccessHint::kSequential: advice = MADV_SEQUENTIAL; break;
-    case AccessHint::kWillNeed: advice = MADV_WILLNEED; break;
-    case AccessHint::kRandom: advice = MADV_RANDOM; break;
+    case AccessHint::kNormal:
+      advice = MADV_NORMAL;
+      break;
+    case AccessHint::kSequential:
+      advice = MADV_SEQUENTIAL;
+      break;
+    case AccessHint::kWillNeed:
+      advice = MADV_WILLNEED;
+      break;
+    case AccessHint::kRandom:
+      advice = MADV_RANDOM;
+      break;
   }
   const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   const uint64_t start = offset / page * page;
@@ -240,8 +247,7 @@ Result<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes) {
                          " bytes is over the limit of " + std::to_string(max_bytes));
   }
   std::string out(file->size(), '\0');
-  MP_RETURN_IF_ERROR(
-      file->ReadInto(0, file->size(), reinterpret_cast<uint8_t*>(out.data())));
+  MP_RETURN_IF_ERROR(file->ReadInto(0, file->size(), reinterpret_cast<uint8_t*>(out.data())));
   return out;
 }
 

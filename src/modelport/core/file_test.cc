@@ -55,8 +55,7 @@ TEST(InputFile, SliceOutlivesFile) {
 TEST(InputFile, RefusesMissingAndFolders) {
   TempDir dir;
   EXPECT_EQ(InputFile::Open(dir.File("nope")).status().code(), StatusCode::kNotFound);
-  EXPECT_EQ(InputFile::Open(dir.path().string()).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(InputFile::Open(dir.path().string()).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(AtomicFile, NothingAtDestinationUntilCommit) {
@@ -123,6 +122,18 @@ TEST(Hash, Sha256KnownVectorsAndTensorDigest) {
   Sha256 manual;
   manual.Update(std::string_view("modelport.tensor.v1\nu8\n2,2\n\x01\x02\x03\x04", 31));
   EXPECT_EQ(TensorDigest(a), ToHex(manual.Finish()));
+}
+
+TEST(Hash, ParallelDigestsMatchSerialOnes) {
+  Model m;
+  for (int i = 0; i < 9; ++i) {
+    ASSERT_TRUE(m.Add(testing::PatternTensor("t" + std::to_string(i), DType::kF32,
+                                             {static_cast<uint64_t>(100 + i)}, i))
+                    .ok());
+  }
+  auto digests = TensorDigests(m, 4);
+  ASSERT_TRUE(digests.ok());
+  for (size_t i = 0; i < 9; ++i) EXPECT_EQ((*digests)[i], TensorDigest(*m.Load(i)));
 }
 
 }  // namespace

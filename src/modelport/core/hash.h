@@ -12,6 +12,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "modelport/core/status.h"
 #include "modelport/core/tensor.h"
@@ -44,5 +45,9 @@ Result<std::string> FileSha256(const std::string& path);
 
 /// The canonical tensor digest described above, as "<hex>".
 std::string TensorDigest(const TensorView& tensor);
+
+/// Loads every tensor of `source` and digests it, on `threads` threads (0: one per core).
+/// Element i is the digest of tensor i. Stops at the first load error.
+Result<std::vector<std::string>> TensorDigests(const ModelSource& source, unsigned threads = 0);
 
 }  // namespace mp

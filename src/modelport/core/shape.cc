@@ -22,7 +22,8 @@ Result<uint64_t> Shape::NumElements() const {
   uint64_t n = 1;
   for (uint64_t d : dims_) {
     auto next = CheckedMul(n, d);
-    if (!next) return LimitExceeded("shape " + ToString() + " has more elements than fit in 64 bits");
+    if (!next)
+      return LimitExceeded("shape " + ToString() + " has more elements than fit in 64 bits");
     n = *next;
   }
   return n;

@@ -4,17 +4,28 @@ namespace mp {
 
 std::string_view StatusCodeName(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "OK";
-    case StatusCode::kInvalidArgument: return "InvalidArgument";
-    case StatusCode::kNotFound: return "NotFound";
-    case StatusCode::kAlreadyExists: return "AlreadyExists";
-    case StatusCode::kCorrupt: return "Corrupt";
-    case StatusCode::kUnsupported: return "Unsupported";
-    case StatusCode::kIoError: return "IoError";
-    case StatusCode::kChecksumMismatch: return "ChecksumMismatch";
-    case StatusCode::kLimitExceeded: return "LimitExceeded";
-    case StatusCode::kUnsafe: return "Unsafe";
-    case StatusCode::kInternal: return "Internal";
+    case StatusCode::kOk:
+      return "OK";
+    case StatusCode::kInvalidArgument:
+      return "InvalidArgument";
+    case StatusCode::kNotFound:
+      return "NotFound";
+    case StatusCode::kAlreadyExists:
+      return "AlreadyExists";
+    case StatusCode::kCorrupt:
+      return "Corrupt";
+    case StatusCode::kUnsupported:
+      return "Unsupported";
+    case StatusCode::kIoError:
+      return "IoError";
+    case StatusCode::kChecksumMismatch:
+      return "ChecksumMismatch";
+    case StatusCode::kLimitExceeded:
+      return "LimitExceeded";
+    case StatusCode::kUnsafe:
+      return "Unsafe";
+    case StatusCode::kInternal:
+      return "Internal";
   }
   return "Unknown";
 }

@@ -54,7 +54,9 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status AlreadyExists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
 inline Status Corrupt(std::string m) { return {StatusCode::kCorrupt, std::move(m)}; }
@@ -71,18 +73,18 @@ inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT: implicit by design
     assert(!std::get<Status>(v_).ok() && "Result built from an OK Status");
   }
 
   /// Converts from a Result of a convertible type (e.g. unique_ptr<Derived> to unique_ptr<Base>).
   template <typename U>
-    requires(!std::is_same_v<U, T> && std::is_convertible_v<U &&, T>)
-  Result(Result<U>&& other)  // NOLINT: implicit like std::expected's
-      : v_(other.has_value() ? std::variant<T, Status>(std::in_place_index<0>,
-                                                        std::move(other).value())
-                             : std::variant<T, Status>(std::in_place_index<1>, other.error())) {}
+  requires(!std::is_same_v<U, T> && std::is_convertible_v<U&&, T>)
+      Result(Result<U>&& other)  // NOLINT: implicit like std::expected's
+      : v_(other.has_value()
+               ? std::variant<T, Status>(std::in_place_index<0>, std::move(other).value())
+               : std::variant<T, Status>(std::in_place_index<1>, other.error())) {}
 
   bool has_value() const { return v_.index() == 0; }
   explicit operator bool() const { return has_value(); }
@@ -124,11 +126,10 @@ Status ToStatus(const Result<T>& r) {
 #define MP_CONCAT(a, b) MP_CONCAT_INNER(a, b)
 
 /// Returns from the enclosing function if `expr` (a Status or Result) is an error.
-#define MP_RETURN_IF_ERROR(expr)                                  \
-  do {                                                            \
-    auto&& mp_status_or_result_ = (expr);                         \
-    if (!mp_status_or_result_.ok())                               \
-      return ::mp::internal::ToStatus(mp_status_or_result_);      \
+#define MP_RETURN_IF_ERROR(expr)                                                           \
+  do {                                                                                     \
+    auto&& mp_status_or_result_ = (expr);                                                  \
+    if (!mp_status_or_result_.ok()) return ::mp::internal::ToStatus(mp_status_or_result_); \
   } while (0)
 
 #define MP_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \

@@ -6,13 +6,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "modelport/core/buffer.h"
 #include "modelport/core/dtype.h"
@@ -53,6 +52,7 @@ class ModelSource {
   /// Typed metadata: a JSON object (empty when the source has none).
   virtual const Json& metadata() const = 0;
   /// The bytes of tensor `index` (< tensors().size()); zero-copy where the source allows.
+  /// Safe to call from several threads at once.
   virtual Result<TensorView> Load(size_t index) const = 0;
 
   /// Index of the tensor called `name`, if any.

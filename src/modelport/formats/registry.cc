@@ -78,8 +78,9 @@ Result<const FormatDescriptor*> DetectFormat(const std::string& path) {
     if (f.detect(std::span<const uint8_t>(prefix.data(), take), file->size())) return &f;
   }
   if (const FormatDescriptor* f = ByExtension(path)) return f;
-  return Unsupported(path + ": unrecognised format (neither the content nor the extension "
-                            "matches a known format)");
+  return Unsupported(path +
+                     ": unrecognised format (neither the content nor the extension "
+                     "matches a known format)");
 }
 
 Result<const FormatDescriptor*> FormatForOutput(const std::string& path, std::string_view to) {
@@ -91,8 +92,8 @@ Result<const FormatDescriptor*> FormatForOutput(const std::string& path, std::st
 Result<std::unique_ptr<ModelSource>> OpenModel(const std::string& path,
                                                const ReadOptions& options) {
   MP_ASSIGN_OR_RETURN(const FormatDescriptor* format, DetectFormat(path));
-  if (!format->caps.read) return Unsupported(path + ": reading " + std::string(format->name) +
-                                             " is not supported");
+  if (!format->caps.read)
+    return Unsupported(path + ": reading " + std::string(format->name) + " is not supported");
   return format->open(path, options);
 }
 

@@ -25,23 +25,40 @@ std::string Quote(std::string_view s) { return "'" + std::string(s) + "'"; }
 // every tensor naturally aligned; we do the same so our headers match the reference's.
 int ReferenceRank(DType d) {
   switch (d) {
-    case DType::kBool: return 0;
-    case DType::kU8: return 4;
-    case DType::kI8: return 5;
-    case DType::kF8E5M2: return 6;
-    case DType::kF8E4M3: return 7;
-    case DType::kI16: return 9;
-    case DType::kU16: return 10;
-    case DType::kF16: return 11;
-    case DType::kBF16: return 12;
-    case DType::kI32: return 13;
-    case DType::kU32: return 14;
-    case DType::kF32: return 15;
-    case DType::kC64: return 16;
-    case DType::kF64: return 17;
-    case DType::kI64: return 18;
-    case DType::kU64: return 19;
-    default: return -1;
+    case DType::kBool:
+      return 0;
+    case DType::kU8:
+      return 4;
+    case DType::kI8:
+      return 5;
+    case DType::kF8E5M2:
+      return 6;
+    case DType::kF8E4M3:
+      return 7;
+    case DType::kI16:
+      return 9;
+    case DType::kU16:
+      return 10;
+    case DType::kF16:
+      return 11;
+    case DType::kBF16:
+      return 12;
+    case DType::kI32:
+      return 13;
+    case DType::kU32:
+      return 14;
+    case DType::kF32:
+      return 15;
+    case DType::kC64:
+      return 16;
+    case DType::kF64:
+      return 17;
+    case DType::kI64:
+      return 18;
+    case DType::kU64:
+      return 19;
+    default:
+      return -1;
   }
 }
 
@@ -71,7 +88,8 @@ Result<Json> ParseStrictJson(std::string_view text, std::string_view what) {
   };
   try {
     Json json = Json::parse(text.begin(), text.end(), callback);
-    if (!duplicate.empty()) return Corrupt(std::string(what) + ": duplicate key " + Quote(duplicate));
+    if (!duplicate.empty())
+      return Corrupt(std::string(what) + ": duplicate key " + Quote(duplicate));
     return json;
   } catch (const Json::exception& e) {
     return Corrupt(std::string(what) + " is not valid JSON: " + e.what());
@@ -103,8 +121,7 @@ Result<Entry> ParseEntry(const std::string& name, const Json& value, const ReadO
   MP_ASSIGN_OR_RETURN(const Json* shape_json, field("shape"));
   MP_ASSIGN_OR_RETURN(const Json* offsets_json, field("data_offsets"));
   if (!dtype_json->is_string()) return Corrupt("\"dtype\" is not a string");
-  MP_ASSIGN_OR_RETURN(DType dtype,
-                      DTypeFromSafetensors(dtype_json->get_ref<const std::string&>()));
+  MP_ASSIGN_OR_RETURN(DType dtype, DTypeFromSafetensors(dtype_json->get_ref<const std::string&>()));
   if (!shape_json->is_array()) return Corrupt("\"shape\" is not an array");
   if (shape_json->size() > options.max_rank) {
     return LimitExceeded("rank " + std::to_string(shape_json->size()) + " is over the limit of " +
@@ -249,9 +266,9 @@ class FileReader final : public ModelSource {
     uint64_t expected = 0;
     for (const Entry& e : entries) {
       if (e.begin < expected) {
-        return Corrupt("tensor " + Quote(e.info.name) + " overlaps the previous tensor (begins at " +
-                       std::to_string(e.begin) + ", previous ends at " + std::to_string(expected) +
-                       ")");
+        return Corrupt("tensor " + Quote(e.info.name) +
+                       " overlaps the previous tensor (begins at " + std::to_string(e.begin) +
+                       ", previous ends at " + std::to_string(expected) + ")");
       }
       if (e.begin > expected) {
         return Corrupt("gap of " + std::to_string(e.begin - expected) + " bytes before tensor " +
@@ -328,7 +345,8 @@ class ShardedReader final : public ModelSource {
     // read file by file.
     std::map<std::string, std::vector<std::string>> tensors_by_shard;
     for (const auto& [tensor, file] : wm->items()) {
-      if (!file.is_string()) return Corrupt("weight_map entry " + Quote(tensor) + " is not a string");
+      if (!file.is_string())
+        return Corrupt("weight_map entry " + Quote(tensor) + " is not a string");
       tensors_by_shard[file.get<std::string>()].push_back(tensor);
     }
     if (tensors_by_shard.size() > options.max_shards) {
@@ -474,8 +492,7 @@ struct ProgressState {
 // `file` until Commit(), which the caller does once every file of the model is written.
 Result<std::unique_ptr<AtomicFile>> WriteOneFile(const ModelSource& source,
                                                  const std::vector<size_t>& subset,
-                                                 const std::string& file,
-                                                 ProgressState& progress) {
+                                                 const std::string& file, ProgressState& progress) {
   const auto& infos = source.tensors();
   MP_ASSIGN_OR_RETURN(std::vector<size_t> order, WriteOrder(infos, subset));
   std::string header;
@@ -510,8 +527,8 @@ struct ShardPlan {
 ShardPlan PlanFromPath(const std::string& path) {
   const fs::path p(path);
   const std::string name = p.filename().string();
-  for (std::string_view suffix : {std::string_view(".safetensors.index.json"),
-                                  std::string_view(".safetensors")}) {
+  for (std::string_view suffix :
+       {std::string_view(".safetensors.index.json"), std::string_view(".safetensors")}) {
     if (name.size() > suffix.size() && name.ends_with(suffix)) {
       return {p.parent_path().string(), name.substr(0, name.size() - suffix.size())};
     }
@@ -590,16 +607,16 @@ Status Write(const ModelSource& source, const std::string& path, const WriteOpti
   std::map<std::string, std::string> sorted_map;
   for (size_t k = 0; k < shards.size(); ++k) {
     const std::string name = ShardName(plan.prefix, k + 1, shards.size());
-    MP_ASSIGN_OR_RETURN(auto out, WriteOneFile(source, shards[k],
-                                               (fs::path(plan.dir) / name).string(), progress));
+    MP_ASSIGN_OR_RETURN(
+        auto out, WriteOneFile(source, shards[k], (fs::path(plan.dir) / name).string(), progress));
     files.push_back(std::move(out));
     for (size_t i : shards[k]) sorted_map[infos[i].name] = name;
   }
   for (const auto& [tensor, file] : sorted_map) weight_map[tensor] = file;
   MP_ASSIGN_OR_RETURN(uint64_t total_elements, source.TotalElements());
-  Json index = {{"metadata", {{"total_parameters", total_elements},
-                              {"total_size", progress.bytes_total}}},
-                {"weight_map", weight_map}};
+  Json index = {
+      {"metadata", {{"total_parameters", total_elements}, {"total_size", progress.bytes_total}}},
+      {"weight_map", weight_map}};
   const std::string text = index.dump(2) + "\n";
   MP_ASSIGN_OR_RETURN(auto index_file, AtomicFile::Create(index_path));
   MP_RETURN_IF_ERROR(index_file->Write(text.data(), text.size()));

@@ -37,8 +37,8 @@ void ExpectSameTensors(const ModelSource& a, const ModelSource& b) {
     auto va = a.Load(i);
     auto vb = b.Load(*j);
     ASSERT_TRUE(va.ok() && vb.ok()) << ta.name;
-    EXPECT_TRUE(std::equal(va->bytes().begin(), va->bytes().end(), vb->bytes().begin(),
-                           vb->bytes().end()))
+    EXPECT_TRUE(
+        std::equal(va->bytes().begin(), va->bytes().end(), vb->bytes().begin(), vb->bytes().end()))
         << ta.name;
   }
 }
