@@ -131,7 +131,10 @@ Result<std::shared_ptr<Buffer>> InputFile::Read(uint64_t offset, uint64_t length
 
 Status InputFile::ReadInto(uint64_t offset, uint64_t length, uint8_t* dest) const {
   MP_RETURN_IF_ERROR(CheckRange(offset, length));
-  if (base_ != nullptr) {
+  // Even when the file is mapped, large copies use pread: the kernel copies from the page cache
+  // directly, without faulting the mapping's pages in one by one.
+  constexpr uint64_t kPreadAbove = 64 * 1024;
+  if (base_ != nullptr && length <= kPreadAbove) {
     if (length) std::memcpy(dest, base_ + offset, length);
     return Status::Ok();
   }

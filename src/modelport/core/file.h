@@ -38,7 +38,7 @@ class InputFile {
   /// (the message names the file and the range).
   Result<std::shared_ptr<Buffer>> Read(uint64_t offset, uint64_t length) const;
 
-  /// Reads [offset, offset + length) into `dest` (always a copy; pread or memcpy).
+  /// Copies [offset, offset + length) into `dest` (pread; memcpy from the mapping when small).
   Status ReadInto(uint64_t offset, uint64_t length, uint8_t* dest) const;
 
   /// Hint for the range (no-op for pread files).

@@ -35,6 +35,25 @@ Result<uint64_t> ModelSource::TotalElements() const {
   return total;
 }
 
+Status ModelSource::LoadInto(size_t index, std::span<uint8_t> dest) const {
+  MP_ASSIGN_OR_RETURN(TensorView t, Load(index));
+  if (t.data->size() != dest.size()) {
+    return InvalidArgument("tensor '" + t.info.name + "' has " + std::to_string(t.data->size()) +
+                           " bytes, destination holds " + std::to_string(dest.size()));
+  }
+  if (!dest.empty()) std::memcpy(dest.data(), t.data->data(), dest.size());
+  return Status::Ok();
+}
+
+Result<TensorView> LoadOwned(const ModelSource& source, size_t index) {
+  if (index >= source.tensors().size()) return NotFound("tensor #" + std::to_string(index));
+  const TensorInfo& info = source.tensors()[index];
+  MP_ASSIGN_OR_RETURN(auto buf, Buffer::Allocate(info.byte_size));
+  MP_RETURN_IF_ERROR(
+      source.LoadInto(index, std::span<uint8_t>(buf->mutable_data(), info.byte_size)));
+  return TensorView{info, std::move(buf)};
+}
+
 Status Model::Add(TensorView tensor) {
   if (Find(tensor.info.name)) {
     return AlreadyExists("tensor '" + tensor.info.name + "' is already in the model");
@@ -59,10 +78,7 @@ Result<std::unique_ptr<Model>> LoadAll(const ModelSource& source) {
   auto model = std::make_unique<Model>(std::string(source.format()));
   model->mutable_metadata() = source.metadata();
   for (size_t i = 0; i < source.tensors().size(); ++i) {
-    MP_ASSIGN_OR_RETURN(TensorView t, source.Load(i));
-    MP_ASSIGN_OR_RETURN(auto owned, Buffer::Allocate(t.data->size()));
-    if (t.data->size()) std::memcpy(owned->mutable_data(), t.data->data(), t.data->size());
-    t.data = owned;
+    MP_ASSIGN_OR_RETURN(TensorView t, LoadOwned(source, i));
     MP_RETURN_IF_ERROR(model->Add(std::move(t)));
   }
   return model;

@@ -54,6 +54,9 @@ class ModelSource {
   /// The bytes of tensor `index` (< tensors().size()); zero-copy where the source allows.
   /// Safe to call from several threads at once.
   virtual Result<TensorView> Load(size_t index) const = 0;
+  /// Copies the bytes of tensor `index` into `dest` (exactly byte_size bytes). File readers
+  /// override this to read straight from the file (pread), skipping page faults on a mapping.
+  virtual Status LoadInto(size_t index, std::span<uint8_t> dest) const;
 
   /// Index of the tensor called `name`, if any.
   std::optional<size_t> Find(std::string_view name) const;
@@ -85,7 +88,10 @@ class Model final : public ModelSource {
   Json metadata_ = Json::object();
 };
 
-/// Copies a whole source into memory (for tests and small models).
+/// Tensor `index` of `source` in freshly allocated memory the caller owns (not a view of a file).
+Result<TensorView> LoadOwned(const ModelSource& source, size_t index);
+
+/// Copies a whole source into owned memory.
 Result<std::unique_ptr<Model>> LoadAll(const ModelSource& source);
 
 }  // namespace mp

@@ -198,6 +198,18 @@ class FileReader final : public ModelSource {
     return TensorView{info, std::move(bytes)};
   }
 
+  Status LoadInto(size_t index, std::span<uint8_t> dest) const override {
+    if (index >= infos_.size()) return NotFound("tensor #" + std::to_string(index));
+    const TensorInfo& info = infos_[index];
+    if (dest.size() != info.byte_size) {
+      return InvalidArgument("tensor " + Quote(info.name) + ": destination holds " +
+                             std::to_string(dest.size()) + " bytes, tensor has " +
+                             std::to_string(info.byte_size));
+    }
+    Status s = file_->ReadInto(data_start_ + begins_[index], info.byte_size, dest.data());
+    return s.ok() ? s : std::move(s).WithContext("tensor " + Quote(info.name));
+  }
+
  private:
   FileReader() = default;
 
@@ -327,6 +339,11 @@ class ShardedReader final : public ModelSource {
     if (index >= where_.size()) return NotFound("tensor #" + std::to_string(index));
     const auto [shard, i] = where_[index];
     return shards_[shard]->Load(i);
+  }
+  Status LoadInto(size_t index, std::span<uint8_t> dest) const override {
+    if (index >= where_.size()) return NotFound("tensor #" + std::to_string(index));
+    const auto [shard, i] = where_[index];
+    return shards_[shard]->LoadInto(i, dest);
   }
 
  private:

@@ -85,6 +85,28 @@ TEST(Safetensors, MmapLoadIsZeroCopy) {
   EXPECT_EQ(a->data->data(), b->data->data());  // both point into the one mapping
 }
 
+TEST(Safetensors, OwnedLoadsMatchViewsInBothModes) {
+  TempDir dir;
+  Model m = SmallModel();
+  ASSERT_TRUE(m.Add(PatternTensor("big", DType::kF32, {300, 100}, 9)).ok());  // > 64 KiB: pread
+  ASSERT_TRUE(Write(m, dir.File("m.safetensors"), {}).ok());
+  for (IoMode mode : {IoMode::kMmap, IoMode::kPread}) {
+    ReadOptions opts;
+    opts.io_mode = mode;
+    auto r = Open(dir.File("m.safetensors"), opts);
+    ASSERT_TRUE(r.ok());
+    auto owned = LoadAll(**r);
+    ASSERT_TRUE(owned.ok()) << owned.status().ToString();
+    ExpectSameTensors(m, **owned);
+    auto view = (*r)->Load(0);
+    auto copy = LoadOwned(**r, 0);
+    ASSERT_TRUE(view.ok() && copy.ok());
+    EXPECT_NE(view->data->data(), copy->data->data());
+    std::vector<uint8_t> wrong_size(3);
+    EXPECT_EQ((*r)->LoadInto(0, wrong_size).code(), StatusCode::kInvalidArgument);
+  }
+}
+
 TEST(Safetensors, RewriteOfGoldenFileIsByteIdentical) {
   const fs::path golden = GoldenDir() / "safetensors" / "all_dtypes.safetensors";
   if (!fs::exists(golden)) GTEST_SKIP() << "no " << golden;
