@@ -220,9 +220,9 @@ Status AtomicFile::WriteZeros(size_t size) {
   return Status::Ok();
 }
 
-Status AtomicFile::Commit() {
+Status AtomicFile::Commit(bool durable) {
   if (committed_) return Internal(dest_ + ": committed twice");
-  if (::fsync(fd_) != 0) return IoError(Errno("fsync failed", tmp_));
+  if (durable && ::fsync(fd_) != 0) return IoError(Errno("fsync failed", tmp_));
   if (::close(fd_) != 0) {
     fd_ = -1;
     return IoError(Errno("close failed", tmp_));
@@ -232,6 +232,7 @@ Status AtomicFile::Commit() {
     return IoError(Errno("cannot rename temporary file onto destination", dest_));
   }
   committed_ = true;
+  if (!durable) return Status::Ok();
   std::string dir = std::filesystem::path(dest_).parent_path().string();
   return FsyncDir(dir.empty() ? "." : dir);
 }

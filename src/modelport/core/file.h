@@ -72,8 +72,8 @@ class AtomicFile {
   uint64_t bytes_written() const { return written_; }
   const std::string& dest() const { return dest_; }
 
-  /// fsync, rename onto the destination, fsync the folder.
-  Status Commit();
+  /// fsync (when `durable`), rename onto the destination, fsync the folder (when `durable`).
+  Status Commit(bool durable = true);
 
  private:
   AtomicFile() = default;

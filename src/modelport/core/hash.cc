@@ -2,12 +2,10 @@
 
 #include <openssl/evp.h>
 
-#include <atomic>
 #include <cstdio>
-#include <mutex>
-#include <thread>
 
 #include "modelport/core/file.h"
+#include "modelport/core/parallel.h"
 
 namespace mp {
 
@@ -77,30 +75,15 @@ std::string TensorDigest(const TensorView& tensor) {
 }
 
 Result<std::vector<std::string>> TensorDigests(const ModelSource& source, unsigned threads) {
-  const size_t n = source.tensors().size();
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = static_cast<unsigned>(std::min<size_t>(threads, std::max<size_t>(n, 1)));
-  std::vector<std::string> digests(n);
-  std::atomic<size_t> next{0};
-  std::mutex error_mutex;
-  Status first_error;
-  auto work = [&] {
-    for (size_t i = next++; i < n; i = next++) {
-      auto tensor = source.Load(i);
-      if (!tensor) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (first_error.ok()) first_error = tensor.error();
-        next = n;  // stop the other workers early
-        return;
-      }
-      digests[i] = TensorDigest(*tensor);
-    }
-  };
-  std::vector<std::thread> pool;
-  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
-  if (!first_error.ok()) return first_error;
+  std::vector<std::string> digests(source.tensors().size());
+  MP_RETURN_IF_ERROR(ParallelFor(
+      digests.size(),
+      [&](size_t i) -> Status {
+        MP_ASSIGN_OR_RETURN(TensorView tensor, source.Load(i));
+        digests[i] = TensorDigest(tensor);
+        return Status::Ok();
+      },
+      threads));
   return digests;
 }
 

@@ -46,7 +46,7 @@ Result<std::string> FileSha256(const std::string& path);
 /// The canonical tensor digest described above, as "<hex>".
 std::string TensorDigest(const TensorView& tensor);
 
-/// Loads every tensor of `source` and digests it, on `threads` threads (0: one per core).
+/// Loads every tensor of `source` and digests it, on `threads` threads (0: WorkerCount()).
 /// Element i is the digest of tensor i. Stops at the first load error.
 Result<std::vector<std::string>> TensorDigests(const ModelSource& source, unsigned threads = 0);
 

@@ -5,9 +5,8 @@
 namespace mp {
 
 Result<TensorInfo> TensorInfo::Make(std::string name, DType dtype, Shape shape) {
-  auto bytes = ByteSize(dtype, shape);
-  if (!bytes) return bytes.error().WithContext("tensor '" + name + "'");
-  return TensorInfo{std::move(name), dtype, std::move(shape), *bytes};
+  MP_ASSIGN_OR_RETURN(uint64_t bytes, ByteSize(dtype, shape));
+  return TensorInfo{std::move(name), dtype, std::move(shape), bytes};
 }
 
 std::optional<size_t> ModelSource::Find(std::string_view name) const {

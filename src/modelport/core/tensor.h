@@ -28,7 +28,8 @@ struct TensorInfo {
   Shape shape;
   uint64_t byte_size = 0;  ///< ByteSize(dtype, shape)
 
-  /// Builds an info with byte_size computed (checked).
+  /// Builds an info with byte_size computed (checked). Errors do not name the tensor: callers
+  /// add that context.
   static Result<TensorInfo> Make(std::string name, DType dtype, Shape shape);
 };
 
@@ -39,6 +40,12 @@ struct TensorView {
   std::shared_ptr<Buffer> data;
 
   std::span<const uint8_t> bytes() const { return data->span(); }
+};
+
+/// The files a model is read from: an index (sharded models) and the data files, in order.
+struct ModelFiles {
+  std::string index;               ///< empty when the model has no separate index
+  std::vector<std::string> files;  ///< data files, paths as opened
 };
 
 class ModelSource {
@@ -57,6 +64,9 @@ class ModelSource {
   /// Copies the bytes of tensor `index` into `dest` (exactly byte_size bytes). File readers
   /// override this to read straight from the file (pread), skipping page faults on a mapping.
   virtual Status LoadInto(size_t index, std::span<uint8_t> dest) const;
+
+  /// The files behind the model (empty for in-memory sources).
+  virtual ModelFiles files() const { return {}; }
 
   /// Index of the tensor called `name`, if any.
   std::optional<size_t> Find(std::string_view name) const;

@@ -37,6 +37,9 @@ struct WriteOptions {
   uint64_t shard_size = 0;
   /// Refuse to replace an existing destination.
   bool no_overwrite = false;
+  /// fsync each file (and its folder) before and after renaming it into place, so a crash
+  /// or power loss leaves the old file or the complete new one. Off only for scratch output.
+  bool durable = true;
   ProgressFn progress;
 };
 

@@ -24,20 +24,16 @@ const std::vector<FormatDescriptor>& Table() {
   return kFormats;
 }
 
-bool EndsWith(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
 const FormatDescriptor* ByExtension(const std::string& path) {
   for (const auto& f : Table()) {
     for (auto ext : f.extensions) {
-      if (EndsWith(path, ext)) return &f;
+      if (path.ends_with(ext)) return &f;
     }
   }
   // "model.safetensors.index.json" and friends: the format name before ".index.json".
   for (const auto& f : Table()) {
     for (auto ext : f.extensions) {
-      if (EndsWith(path, std::string(ext) + ".index.json")) return &f;
+      if (path.ends_with(std::string(ext) + ".index.json")) return &f;
     }
   }
   return nullptr;

@@ -179,7 +179,7 @@ class FileReader final : public ModelSource {
   std::string_view format() const override { return "safetensors"; }
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
   const Json& metadata() const override { return metadata_; }
-  const std::string& path() const { return file_->path(); }
+  ModelFiles files() const override { return {{}, {file_->path()}}; }
 
   Result<TensorView> Load(size_t index) const override {
     if (index >= infos_.size()) return NotFound("tensor #" + std::to_string(index));
@@ -261,7 +261,6 @@ class FileReader final : public ModelSource {
     }
     MP_RETURN_IF_ERROR(CheckLayout(entries, size - data_start_));
 
-    file_->Advise(data_start_, size - data_start_, AccessHint::kWillNeed);
     for (auto& e : entries) {
       begins_.push_back(e.begin);
       infos_.push_back(std::move(e.info));
@@ -345,11 +344,17 @@ class ShardedReader final : public ModelSource {
     const auto [shard, i] = where_[index];
     return shards_[shard]->LoadInto(i, dest);
   }
+  ModelFiles files() const override {
+    ModelFiles out{index_path_, {}};
+    for (const auto& shard : shards_) out.files.push_back(shard->files().files[0]);
+    return out;
+  }
 
  private:
   ShardedReader() = default;
 
   Status Init(const std::string& index_path, const ReadOptions& options) {
+    index_path_ = index_path;
     MP_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(index_path, options.max_index_bytes));
     MP_ASSIGN_OR_RETURN(Json index, ParseStrictJson(text, "index"));
     if (!index.is_object()) return Corrupt("index is not a JSON object");
@@ -404,6 +409,7 @@ class ShardedReader final : public ModelSource {
     return Status::Ok();
   }
 
+  std::string index_path_;
   std::vector<std::unique_ptr<FileReader>> shards_;
   std::vector<TensorInfo> infos_;
   std::vector<std::pair<size_t, size_t>> where_;
@@ -586,7 +592,7 @@ Status Write(const ModelSource& source, const std::string& path, const WriteOpti
   if (options.shard_size == 0 && !to_folder) {
     if (options.no_overwrite && fs::exists(path, ec)) return AlreadyExists(path + ": exists");
     MP_ASSIGN_OR_RETURN(auto out, WriteOneFile(source, all, path, progress));
-    return out->Commit();
+    return out->Commit(options.durable);
   }
 
   // Sharded (or a folder destination): Hugging Face's greedy split in source order; a tensor
@@ -611,7 +617,7 @@ Status Write(const ModelSource& source, const std::string& path, const WriteOpti
     const std::string file = (fs::path(plan.dir) / (plan.prefix + ".safetensors")).string();
     if (options.no_overwrite && fs::exists(file, ec)) return AlreadyExists(file + ": exists");
     MP_ASSIGN_OR_RETURN(auto out, WriteOneFile(source, all, file, progress));
-    return out->Commit();
+    return out->Commit(options.durable);
   }
 
   const std::string index_path =
@@ -638,8 +644,8 @@ Status Write(const ModelSource& source, const std::string& path, const WriteOpti
   MP_ASSIGN_OR_RETURN(auto index_file, AtomicFile::Create(index_path));
   MP_RETURN_IF_ERROR(index_file->Write(text.data(), text.size()));
   // Shards first, index last: a reader never sees an index whose shards are not all in place.
-  for (auto& f : files) MP_RETURN_IF_ERROR(f->Commit());
-  return index_file->Commit();
+  for (auto& f : files) MP_RETURN_IF_ERROR(f->Commit(options.durable));
+  return index_file->Commit(options.durable);
 }
 
 bool Detect(std::span<const uint8_t> prefix, uint64_t file_size) {

@@ -1,0 +1,20 @@
+// A minimal fork-join loop over indices, for the per-tensor work (digests, comparisons) that
+// is independent across tensors.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+
+#include "modelport/core/status.h"
+
+namespace mp {
+
+/// Worker threads to use by default: the hardware threads, at least 2, at most 16.
+unsigned WorkerCount();
+
+/// Runs fn(i) for every i in [0, n) on `threads` workers (0: WorkerCount()), the calling
+/// thread included. Returns the error of the lowest index that failed, so the reported error
+/// does not depend on timing, or OK. Stops handing out new indices after the first failure.
+Status ParallelFor(size_t n, const std::function<Status(size_t)>& fn, unsigned threads = 0);
+
+}  // namespace mp
