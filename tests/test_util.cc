@@ -96,3 +96,108 @@ TensorView PatternTensor(const std::string& name, DType dtype, Shape shape, uint
 }
 
 }  // namespace mp::testing
+
+namespace mp::testing {
+
+::testing::AssertionResult SameModel(const ModelSource& expected, const ModelSource& actual,
+                                     bool compare_metadata) {
+  if (expected.tensors().size() != actual.tensors().size()) {
+    return ::testing::AssertionFailure() << "tensor count " << actual.tensors().size()
+                                         << ", expected " << expected.tensors().size();
+  }
+  for (size_t i = 0; i < expected.tensors().size(); ++i) {
+    const TensorInfo& want = expected.tensors()[i];
+    auto j = actual.Find(want.name);
+    if (!j) return ::testing::AssertionFailure() << "tensor '" << want.name << "' missing";
+    const TensorInfo& got = actual.tensors()[*j];
+    if (got.dtype != want.dtype || got.shape != want.shape || got.byte_size != want.byte_size) {
+      return ::testing::AssertionFailure()
+             << "tensor '" << want.name << "': " << DTypeName(got.dtype) << got.shape.ToString()
+             << " (" << got.byte_size << " bytes), expected " << DTypeName(want.dtype)
+             << want.shape.ToString() << " (" << want.byte_size << " bytes)";
+    }
+    auto a = expected.Load(i);
+    auto b = actual.Load(*j);
+    if (!a || !b) {
+      return ::testing::AssertionFailure()
+             << "tensor '" << want.name << "': load failed: " << a.status().ToString() << " / "
+             << b.status().ToString();
+    }
+    if (b->data->size() != want.byte_size ||
+        !std::equal(a->bytes().begin(), a->bytes().end(), b->bytes().begin(), b->bytes().end())) {
+      return ::testing::AssertionFailure() << "tensor '" << want.name << "': bytes differ";
+    }
+  }
+  if (compare_metadata) {
+    const nlohmann::json want = nlohmann::json::parse(expected.metadata().dump());
+    const nlohmann::json got = nlohmann::json::parse(actual.metadata().dump());
+    if (want != got) {
+      return ::testing::AssertionFailure()
+             << "metadata " << got.dump() << ", expected " << want.dump();
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+RawSafetensors ReadRawSafetensors(const std::string& path) {
+  RawSafetensors raw;
+  raw.bytes = ReadBytes(path);
+  if (raw.bytes.size() < 8) {
+    ADD_FAILURE() << path << ": shorter than 8 bytes";
+    return raw;
+  }
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | raw.bytes[static_cast<size_t>(i)];
+  if (n > raw.bytes.size() - 8) {
+    ADD_FAILURE() << path << ": header length " << n << " past the end";
+    return raw;
+  }
+  raw.data_start = 8 + n;
+  raw.header = nlohmann::json::parse(raw.bytes.begin() + 8, raw.bytes.begin() + 8 + n, nullptr,
+                                     /*allow_exceptions=*/false);
+  if (raw.header.is_discarded()) ADD_FAILURE() << path << ": header is not JSON";
+  return raw;
+}
+
+std::vector<uint8_t> RawSafetensors::TensorBytes(const std::string& name) const {
+  const auto& offsets = header.at(name).at("data_offsets");
+  const uint64_t begin = data_start + offsets[0].get<uint64_t>();
+  const uint64_t end = data_start + offsets[1].get<uint64_t>();
+  if (begin > end || end > bytes.size()) {
+    ADD_FAILURE() << "tensor '" << name << "': offsets out of bounds";
+    return {};
+  }
+  return {bytes.begin() + static_cast<std::ptrdiff_t>(begin),
+          bytes.begin() + static_cast<std::ptrdiff_t>(end)};
+}
+
+}  // namespace mp::testing
+
+namespace mp::testing {
+
+Result<DType> DTypeFromTorchName(const std::string& name) {
+  static const std::pair<const char*, DType> kNames[] = {
+      {"torch.bool", DType::kBool},
+      {"torch.uint8", DType::kU8},
+      {"torch.int8", DType::kI8},
+      {"torch.int16", DType::kI16},
+      {"torch.uint16", DType::kU16},
+      {"torch.float16", DType::kF16},
+      {"torch.bfloat16", DType::kBF16},
+      {"torch.int32", DType::kI32},
+      {"torch.uint32", DType::kU32},
+      {"torch.float32", DType::kF32},
+      {"torch.float64", DType::kF64},
+      {"torch.int64", DType::kI64},
+      {"torch.uint64", DType::kU64},
+      {"torch.complex64", DType::kC64},
+      {"torch.float8_e4m3fn", DType::kF8E4M3},
+      {"torch.float8_e5m2", DType::kF8E5M2},
+  };
+  for (const auto& [torch_name, dtype] : kNames) {
+    if (name == torch_name) return dtype;
+  }
+  return NotFound("no modelport dtype for torch dtype '" + name + "'");
+}
+
+}  // namespace mp::testing

@@ -2,6 +2,8 @@
 // /usr/bin/python3 (Debian's torch and numpy), and building small models.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -48,5 +50,34 @@ TensorView PatternTensor(const std::string& name, DType dtype, Shape shape, uint
 /// A tensor holding exactly `bytes`.
 TensorView BytesTensor(const std::string& name, DType dtype, Shape shape,
                        const std::vector<uint8_t>& bytes);
+
+}  // namespace mp::testing
+
+namespace mp::testing {
+
+/// Every tensor of `actual` matches `expected` by name: same count, dtype, shape and bytes
+/// (order may differ). Metadata is compared too when `compare_metadata` (as unordered JSON).
+::testing::AssertionResult SameModel(const ModelSource& expected, const ModelSource& actual,
+                                     bool compare_metadata = true);
+
+/// The JSON header of a safetensors file, parsed independently of modelport's reader, and the
+/// file offset where its data buffer starts. Aborts the test (via ADD_FAILURE + empty json) if
+/// the file is too short.
+struct RawSafetensors {
+  nlohmann::json header;       ///< the whole header object, including "__metadata__" if any
+  uint64_t data_start = 0;     ///< 8 + N
+  std::vector<uint8_t> bytes;  ///< the whole file
+  /// Bytes of tensor `name` as its data_offsets say.
+  std::vector<uint8_t> TensorBytes(const std::string& name) const;
+};
+RawSafetensors ReadRawSafetensors(const std::string& path);
+
+}  // namespace mp::testing
+
+namespace mp::testing {
+
+/// The DType for a torch dtype as str(t.dtype) prints it ("torch.float32", "torch.bfloat16",
+/// "torch.float8_e4m3fn"); NotFound for dtypes modelport has no match for.
+Result<DType> DTypeFromTorchName(const std::string& name);
 
 }  // namespace mp::testing
