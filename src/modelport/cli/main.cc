@@ -1,2 +1,62 @@
-// Placeholder until the CLI lands.
-int main() { return 0; }
+// `modelport`: inspect, convert, verify, diff and hash model files. Each subcommand lives in
+// the file named after it; exit codes and shared output helpers are in cli_util.h.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "modelport/cli/cli_util.h"
+
+#ifndef MODELPORT_VERSION
+#define MODELPORT_VERSION "0.1.0"
+#endif
+
+namespace {
+
+int Main(int argc, char** argv) {
+  using namespace mp::cli;
+  CLI::App app(
+      "modelport: inspect, convert, verify, diff and hash ML model files without "
+      "executing anything they contain.",
+      "modelport");
+  app.set_version_flag("--version", "modelport " MODELPORT_VERSION);
+  app.footer(std::string(ExitCodeHelp()));
+  app.require_subcommand(1);
+  app.fallthrough(false);
+
+  const std::vector<Command> commands = {AddInspectCommand(app), AddConvertCommand(app),
+                                         AddVerifyCommand(app), AddDiffCommand(app),
+                                         AddHashCommand(app)};
+  for (const Command& c : commands) c.app->footer(std::string(ExitCodeHelp()));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help, --version
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    PrintError(std::string(e.what()) + " (see 'modelport --help')");
+    return kExitUsage;
+  }
+  for (const Command& c : commands) {
+    if (c.app->parsed()) return c.run();
+  }
+  PrintError("no subcommand given (see 'modelport --help')");
+  return kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::bad_alloc&) {
+    mp::cli::PrintError("out of memory");
+  } catch (const std::exception& e) {
+    mp::cli::PrintError(std::string("internal error: ") + e.what());
+  } catch (...) {
+    mp::cli::PrintError("internal error: unknown exception");
+  }
+  return mp::cli::kExitInternal;
+}

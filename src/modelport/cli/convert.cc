@@ -1,0 +1,219 @@
+// `modelport convert SRC DST [--to FORMAT] [--dtype D] [--shard-size SIZE] [--force] [--json]`:
+// streams SRC tensor by tensor into DST (atomically: temporary file, fsync, rename), casting
+// floating-point tensors when --dtype is given.
+//
+// --json fields: "source", "source_format", "destination", "format", "dtype" (null when not
+// cast), "shard_size" (0: one file), "tensors", "bytes" (tensor bytes written), "seconds",
+// "files" (data files written), "index" (sharded only: the index path).
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "modelport/cli/cli_util.h"
+#include "modelport/convert/cast.h"
+#include "modelport/formats/format.h"
+
+namespace mp::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ConvertOptions {
+  std::string src;
+  std::string dst;
+  std::string to;
+  std::string dtype;
+  std::string shard_size;
+  bool force = false;
+  bool json = false;
+};
+
+
+bool Exists(const fs::path& p) {
+  std::error_code ec;
+  return fs::exists(fs::symlink_status(p, ec));
+}
+
+bool SameFile(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  return fs::equivalent(a, b, ec);
+}
+
+Result<DType> ParseTargetDType(const std::string& text) {
+  auto parsed = ParseDType(text);
+  const bool allowed = parsed && (*parsed == DType::kF16 || *parsed == DType::kBF16 ||
+                                  *parsed == DType::kF32 || *parsed == DType::kF64);
+  if (!allowed) {
+    return InvalidArgument("--dtype '" + text + "': expected one of f16, bf16, f32, f64");
+  }
+  return *parsed;
+}
+
+// What a sharded write produces in `folder`, for the overwrite check: the index and shards
+// named "model-*<ext>".
+bool FolderHasShardedModel(const fs::path& folder, const FormatDescriptor& format) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(folder, ec)) {
+    const std::string name = entry.path().filename().string();
+    for (auto ext : format.extensions) {
+      if (name == "model" + std::string(ext) + ".index.json" ||
+          (name.starts_with("model-") && name.ends_with(ext))) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+// Refuses to write over the source: readers map their files lazily, so replacing one while it
+// is read would mix old and new bytes.
+Status CheckNotSource(const ModelSource& src, const fs::path& dst, bool dst_is_folder) {
+  const ModelFiles src_files = src.files();
+  std::vector<std::string> all = src_files.files;
+  if (!src_files.index.empty()) all.push_back(src_files.index);
+  for (const auto& f : all) {
+    const bool clash = dst_is_folder ? SameFile(fs::path(f).parent_path(), dst) : SameFile(f, dst);
+    if (clash) {
+      return InvalidArgument(dst.string() + ": destination would overwrite the source " + f);
+    }
+  }
+  return Status::Ok();
+}
+
+Status Convert(const ConvertOptions& opt) {
+  const bool sharded = !opt.shard_size.empty();
+  WriteOptions write_options;
+  if (sharded) {
+    MP_ASSIGN_OR_RETURN(write_options.shard_size, ParseSize(opt.shard_size));
+  }
+  std::optional<DType> dtype;
+  if (!opt.dtype.empty()) {
+    MP_ASSIGN_OR_RETURN(dtype, ParseTargetDType(opt.dtype));
+  }
+
+  std::error_code ec;
+  // A sharded destination is an index file (".json") or a folder the shards go into.
+  const bool dst_is_folder =
+      fs::is_directory(opt.dst, ec) || (sharded && !opt.dst.ends_with(".json"));
+  if (sharded && dst_is_folder && !fs::is_directory(opt.dst, ec) && FormatForOutput(opt.dst).ok()) {
+    return InvalidArgument(opt.dst +
+                           ": with --shard-size, DST is a folder or an index path "
+                           "(model.safetensors.index.json), not a model file");
+  }
+  if (dst_is_folder && !sharded) {
+    return InvalidArgument(opt.dst +
+                           ": is a folder; give a file name (or --shard-size to "
+                           "write shards into the folder)");
+  }
+
+  MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source, OpenModel(opt.src));
+  const FormatDescriptor* format = nullptr;
+  if (opt.to.empty() && dst_is_folder) {
+    MP_ASSIGN_OR_RETURN(format, FindFormat(source->format()));
+  } else {
+    MP_ASSIGN_OR_RETURN(format, FormatForOutput(opt.dst, opt.to));
+  }
+  if (!format->caps.write) {
+    return Unsupported(opt.dst + ": writing " + std::string(format->name) + " is not supported");
+  }
+  if (sharded && !format->caps.sharded) {
+    return Unsupported(opt.dst + ": " + std::string(format->name) +
+                       " cannot be written as shards (--shard-size)");
+  }
+  MP_RETURN_IF_ERROR(CheckNotSource(*source, opt.dst, dst_is_folder));
+  if (!opt.force) {
+    const bool occupied =
+        dst_is_folder ? fs::is_directory(opt.dst, ec) && FolderHasShardedModel(opt.dst, *format)
+                      : Exists(opt.dst);
+    if (occupied) {
+      return AlreadyExists(opt.dst + ": already exists (use --force to replace it)");
+    }
+  }
+  write_options.no_overwrite = !opt.force;
+
+  std::unique_ptr<ModelSource> cast;
+  if (dtype) cast = CastFloats(*source, *dtype);
+  const ModelSource& out = cast ? *cast : *source;
+  MP_ASSIGN_OR_RETURN(const uint64_t bytes, out.TotalBytes());
+
+  ProgressBar progress("converting");
+  if (progress.enabled()) {
+    write_options.progress = [&progress](uint64_t t, uint64_t tt, uint64_t b, uint64_t bt) {
+      progress.Update(t, tt, b, bt);
+    };
+  }
+  bool made_folder = false;
+  if (dst_is_folder && !fs::exists(opt.dst, ec)) {
+    MP_RETURN_IF_ERROR(MakeDirs(opt.dst));
+    made_folder = true;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  Status written = format->write(out, opt.dst, write_options);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  progress.Clear();
+  if (!written.ok()) {
+    if (made_folder) fs::remove(opt.dst, ec);  // only removes it if still empty
+    return written;
+  }
+  // Reopening the result lists the files it is made of (and checks it parses).
+  std::optional<ModelFiles> files;
+  if (auto written_model = OpenModel(opt.dst)) files = (*written_model)->files();
+
+  if (opt.json) {
+    Json doc = Json::object();
+    doc["source"] = opt.src;
+    doc["source_format"] = source->format();
+    doc["destination"] = opt.dst;
+    doc["format"] = format->name;
+    doc["dtype"] = dtype ? Json(DTypeName(*dtype)) : Json(nullptr);
+    doc["shard_size"] = write_options.shard_size;
+    doc["tensors"] = out.tensors().size();
+    doc["bytes"] = bytes;
+    doc["seconds"] = seconds;
+    doc["files"] = files ? Json(files->files) : Json::array();
+    if (files && !files->index.empty()) doc["index"] = files->index;
+    PrintJson(doc);
+    return Status::Ok();
+  }
+  std::string how(format->name);
+  if (files && !files->index.empty()) {
+    how += ", " + std::to_string(files->files.size()) + " shards + index";
+  }
+  if (dtype) how += ", floats as " + std::string(DTypeName(*dtype));
+  std::printf("converted %s (%.*s) -> %s (%s): %zu tensors, %s bytes (%s) in %.2f s\n",
+              opt.src.c_str(), static_cast<int>(source->format().size()), source->format().data(),
+              opt.dst.c_str(), how.c_str(), out.tensors().size(), WithThousands(bytes).c_str(),
+              HumanBytes(bytes).c_str(), seconds);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Command AddConvertCommand(CLI::App& app) {
+  auto opt = std::make_shared<ConvertOptions>();
+  CLI::App* sub = app.add_subcommand(
+      "convert",
+      "Convert SRC to DST, tensor by tensor (memory bounded by the largest tensor). DST appears "
+      "atomically: a failure or Ctrl-C leaves no partial file.");
+  sub->add_option("SRC", opt->src, "model file, sharded index, or folder to read")->required();
+  sub->add_option("DST", opt->dst,
+                  "file to write; with --shard-size an index path (.json) or a folder")
+      ->required();
+  sub->add_option("--to", opt->to, "output format (default: from DST's extension)");
+  sub->add_option("--dtype", opt->dtype,
+                  "cast floating-point tensors to f16, bf16, f32 or f64 (round to nearest even); "
+                  "integer, bool and complex tensors are kept");
+  sub->add_option("--shard-size", opt->shard_size,
+                  "write shards of at most SIZE tensor bytes plus an index: 5GB (5*10^9 "
+                  "bytes, as Hugging Face reads it), 500MB, 2GiB (2*2^30 bytes) or plain bytes");
+  sub->add_flag("--force", opt->force, "replace an existing DST");
+  sub->add_flag("--json", opt->json, "print one JSON document on stdout");
+  return {sub, [opt] { return ReportError(Convert(*opt)); }};
+}
+
+}  // namespace mp::cli

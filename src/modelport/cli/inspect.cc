@@ -1,0 +1,99 @@
+// `modelport inspect PATH [--json]`: what a model holds, from its index alone (no tensor data
+// is read).
+//
+// --json fields: "path", "format", "shards" (data files: 1 unless sharded), "files" (their
+// paths), "index" (sharded only: the index path), "tensor_count", "parameters" (total element
+// count), "total_bytes", "metadata" (the format's metadata object), "tensors": [{"name",
+// "dtype", "shape", "bytes"}].
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "modelport/cli/cli_util.h"
+#include "modelport/formats/format.h"
+
+namespace mp::cli {
+namespace {
+
+struct InspectOptions {
+  std::string path;
+  bool json = false;
+};
+
+std::string MetadataValueText(const Json& value) {
+  if (value.is_string()) return value.get<std::string>();
+  return value.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+Status Inspect(const InspectOptions& opt) {
+  MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source, OpenModel(opt.path));
+  const ModelFiles files = source->files();
+  MP_ASSIGN_OR_RETURN(const uint64_t parameters, source->TotalElements());
+  MP_ASSIGN_OR_RETURN(const uint64_t total_bytes, source->TotalBytes());
+  const auto& infos = source->tensors();
+
+  if (opt.json) {
+    Json doc = Json::object();
+    doc["path"] = opt.path;
+    doc["format"] = source->format();
+    doc["shards"] = files.files.size();
+    doc["files"] = files.files;
+    if (!files.index.empty()) doc["index"] = files.index;
+    doc["tensor_count"] = infos.size();
+    doc["parameters"] = parameters;
+    doc["total_bytes"] = total_bytes;
+    doc["metadata"] = source->metadata().is_null() ? Json::object() : source->metadata();
+    Json tensors = Json::array();
+    for (const TensorInfo& t : infos) {
+      tensors.push_back({{"name", t.name},
+                         {"dtype", DTypeName(t.dtype)},
+                         {"shape", ShapeJson(t.shape)},
+                         {"bytes", t.byte_size}});
+    }
+    doc["tensors"] = std::move(tensors);
+    PrintJson(doc);
+    return Status::Ok();
+  }
+
+  std::printf("path:        %s\n", opt.path.c_str());
+  std::printf("format:      %.*s\n", static_cast<int>(source->format().size()),
+              source->format().data());
+  if (!files.index.empty()) {
+    std::printf("shards:      %zu (index %s)\n", files.files.size(), files.index.c_str());
+  }
+  std::printf("tensors:     %zu\n", infos.size());
+  std::printf("parameters:  %s\n", WithThousands(parameters).c_str());
+  std::printf("total bytes: %s (%s)\n", WithThousands(total_bytes).c_str(),
+              HumanBytes(total_bytes).c_str());
+  const Json& metadata = source->metadata();
+  if (metadata.is_object() && !metadata.empty()) {
+    std::printf("metadata:\n");
+    for (const auto& [key, value] : metadata.items()) {
+      std::printf("  %s: %s\n", key.c_str(), MetadataValueText(value).c_str());
+    }
+  }
+  std::printf("\n");
+  Table table({"name", "dtype", "shape", "bytes"}, {false, false, false, true});
+  for (const TensorInfo& t : infos) {
+    table.AddRow(
+        {t.name, std::string(DTypeName(t.dtype)), ShapeText(t.shape), std::to_string(t.byte_size)});
+  }
+  table.Print(stdout);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Command AddInspectCommand(CLI::App& app) {
+  auto opt = std::make_shared<InspectOptions>();
+  CLI::App* sub = app.add_subcommand(
+      "inspect",
+      "Show a model's format, tensors (name, dtype, shape, bytes), parameter count, "
+      "total bytes, metadata and shards. Reads only the index, never tensor data.");
+  sub->add_option("PATH", opt->path, "model file, sharded index, or folder")->required();
+  sub->add_flag("--json", opt->json, "print one JSON document on stdout");
+  return {sub, [opt] { return ReportError(Inspect(*opt)); }};
+}
+
+}  // namespace mp::cli
