@@ -9,9 +9,7 @@
 
 #include "modelport/cli/cli_util.h"
 
-#ifndef MODELPORT_VERSION
-#define MODELPORT_VERSION "0.1.0"
-#endif
+// MODELPORT_VERSION comes from CMake (the project version).
 
 namespace {
 

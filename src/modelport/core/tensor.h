@@ -101,7 +101,7 @@ class Model final : public ModelSource {
 /// Tensor `index` of `source` in freshly allocated memory the caller owns (not a view of a file).
 Result<TensorView> LoadOwned(const ModelSource& source, size_t index);
 
-/// Copies a whole source into owned memory.
+/// Copies a whole source into owned memory, tensors loaded in parallel.
 Result<std::unique_ptr<Model>> LoadAll(const ModelSource& source);
 
 }  // namespace mp
