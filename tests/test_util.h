@@ -81,3 +81,8 @@ namespace mp::testing {
 Result<DType> DTypeFromTorchName(const std::string& name);
 
 }  // namespace mp::testing
+
+/// Skips the current test when ../shared/golden is not beside the checkout.
+#define MP_SKIP_WITHOUT_GOLDEN()                            \
+  if (!std::filesystem::exists(::mp::testing::GoldenDir())) \
+  GTEST_SKIP() << ::mp::testing::GoldenDir() << " is absent"

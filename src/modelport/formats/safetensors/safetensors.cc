@@ -288,7 +288,12 @@ class FileReader final : public ModelSource {
       }
       expected = e.end;
     }
-    if (expected != buffer_size) {
+    if (expected > buffer_size) {
+      return Corrupt("tensor " + Quote(entries.back().info.name) + " ends at " +
+                     std::to_string(expected) + ", past the data buffer (" +
+                     std::to_string(buffer_size) + " bytes)");
+    }
+    if (expected < buffer_size) {
       return Corrupt("tensors cover " + std::to_string(expected) + " bytes but the data buffer " +
                      "holds " + std::to_string(buffer_size) + " (data must end exactly at end " +
                      "of file)");
