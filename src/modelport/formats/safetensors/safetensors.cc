@@ -68,13 +68,25 @@ size_t NaturalAlignment(DType d) { return d == DType::kC64 ? 4 : Traits(d).block
 // ---------------------------------------------------------------------------------------------
 // Header parsing
 
+// Deepest nesting a header or index may have: a valid one nests 3 levels
+// ({"name": {"shape": [..]}}). Anything deeper is refused before it is built, so later code
+// never recurses through a hostile structure.
+constexpr int kMaxJsonDepth = 8;
+
 // Parses JSON, rejecting duplicate keys at any depth (nlohmann keeps the last silently, which
-// would let two readers of one file disagree about its content).
+// would let two readers of one file disagree about its content) and deep nesting.
 Result<Json> ParseStrictJson(std::string_view text, std::string_view what) {
   std::vector<std::set<std::string>> keys_at_depth;
   std::string duplicate;
+  bool too_deep = false;
   auto callback = [&](int depth, Json::parse_event_t event, Json& parsed) {
     const auto d = static_cast<size_t>(depth);
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
+        depth >= kMaxJsonDepth) {
+      too_deep = true;
+      return false;  // skip the value instead of building it
+    }
+    if (too_deep) return false;
     if (event == Json::parse_event_t::object_start) {
       if (keys_at_depth.size() <= d) keys_at_depth.resize(d + 1);
       keys_at_depth[d].clear();
@@ -88,6 +100,10 @@ Result<Json> ParseStrictJson(std::string_view text, std::string_view what) {
   };
   try {
     Json json = Json::parse(text.begin(), text.end(), callback);
+    if (too_deep) {
+      return Corrupt(std::string(what) + " nests deeper than " + std::to_string(kMaxJsonDepth) +
+                     " levels");
+    }
     if (!duplicate.empty())
       return Corrupt(std::string(what) + ": duplicate key " + Quote(duplicate));
     return json;
@@ -98,7 +114,9 @@ Result<Json> ParseStrictJson(std::string_view text, std::string_view what) {
 
 Result<uint64_t> JsonToU64(const Json& v, std::string_view field) {
   if (!v.is_number_unsigned()) {
-    return Corrupt(std::string(field) + " must hold non-negative integers, got " + v.dump());
+    return Corrupt(std::string(field) + " must hold non-negative integers, got " +
+                   (v.is_number() ? std::string("a negative or fractional number")
+                                  : "a " + std::string(v.type_name())));
   }
   return v.get<uint64_t>();
 }

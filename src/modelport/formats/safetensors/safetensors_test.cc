@@ -204,6 +204,47 @@ TEST(Safetensors, FailedWriteLeavesNothingBehind) {
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
 }
 
+// A header small enough to pass every size cap but nested 100,000 levels deep: refused while
+// parsing, never walked recursively (an error message that printed the value used to overflow
+// the stack here).
+TEST(Safetensors, RefusesDeeplyNestedHeader) {
+  TempDir dir;
+  std::string header = R"({"a":{"dtype":"U8","shape":)";
+  header += std::string(100000, '[') + "1" + std::string(100000, ']');
+  header += R"(,"data_offsets":[0,1]}})";
+  std::vector<uint8_t> bytes(8);
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(uint64_t{header.size()} >> (8 * i));
+  bytes.insert(bytes.end(), header.begin(), header.end());
+  bytes.push_back(7);
+  testing::WriteBytes(dir.File("deep.safetensors"), bytes);
+  auto r = Open(dir.File("deep.safetensors"), {});
+  EXPECT_EQ(r.status().code(), StatusCode::kCorrupt);
+  EXPECT_NE(r.status().message().find("header nests deeper than 8 levels"), std::string::npos)
+      << r.status().message();
+  EXPECT_LT(r.status().message().size(), 200u);
+}
+
+TEST(Safetensors, RefusesSymlinkedShard) {
+  TempDir dir;
+  Model m;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(m.Add(PatternTensor("t" + std::to_string(i), DType::kF32, {8}, i)).ok());
+  }
+  WriteOptions opts;
+  opts.shard_size = 32;
+  ASSERT_TRUE(Write(m, dir.File("out"), opts).ok());
+  // Swap one shard for a symbolic link to an identical file elsewhere.
+  const fs::path shard = dir.path() / "out" / "model-00002-of-00002.safetensors";
+  fs::rename(shard, dir.path() / "elsewhere.safetensors");
+  fs::create_symlink(dir.path() / "elsewhere.safetensors", shard);
+  auto r = Open(dir.File("out"), {});
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsafe);
+  EXPECT_NE(
+      r.status().message().find("shard 'model-00002-of-00002.safetensors' is a symbolic link"),
+      std::string::npos)
+      << r.status().message();
+}
+
 TEST(Safetensors, RefusesQuantizedDtypes) {
   TempDir dir;
   Model m;
