@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package modelport needs to build, test, benchmark and fuzz.
+# Idempotent: when everything is present it only asks dpkg and exits (well under a second);
+# otherwise it runs `apt-get update` once and installs just the missing packages.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential make g++ cmake ninja-build pkg-config git
+  clang libclang-rt-14-dev clang-format  # libFuzzer + sanitizer runtimes for clang; make format
+  # libraries
+  nlohmann-json3-dev libcli11-dev libssl-dev libxxhash-dev zlib1g-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # oracle tests and the benchmark's peers (run with /usr/bin/python3)
+  python3 python3-numpy python3-torch
+)
+
+# One dpkg-query for all packages; unknown ones print nothing (and make it exit 1).
+installed=" $(dpkg-query -W -f='${db:Status-Abbrev}|${Package}\n' "${PACKAGES[@]}" 2>/dev/null |
+  awk -F'|' '$1 ~ /^ii/ { printf "%s ", $2 }' || true) "
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  [[ "$installed" == *" $pkg "* ]] || missing+=("$pkg")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}" >&2
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+  else
+    echo "setup: missing packages (${missing[*]}) and not root, no sudo; install them as root" >&2
+    exit 1
+  fi
+fi
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+  "${missing[@]}"
