@@ -23,7 +23,19 @@ for pkg in "${PACKAGES[@]}"; do
   [[ "$installed" == *" $pkg "* ]] || missing+=("$pkg")
 done
 
+install_node_oracles() {
+  # The independent readers the tests use as oracles (tests/node/package.json, pinned by its
+  # lock file). Tests that need them skip when node is absent.
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/node"
+  if command -v npm >/dev/null 2>&1 && [[ ! -d "$dir/node_modules" ]]; then
+    echo "setup: npm ci in tests/node" >&2
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund >&2)
+  fi
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
+  install_node_oracles
   exit 0
 fi
 
@@ -40,3 +52,4 @@ fi
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
   "${missing[@]}"
+install_node_oracles

@@ -6,6 +6,7 @@
 // count), "total_bytes", "metadata" (the format's metadata object), "tensors": [{"name",
 // "dtype", "shape", "bytes"}].
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -21,9 +22,29 @@ struct InspectOptions {
   bool json = false;
 };
 
-std::string MetadataValueText(const Json& value) {
-  if (value.is_string()) return value.get<std::string>();
+std::string CompactJson(const Json& value) {
   return value.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+// Long arrays (a GGUF vocabulary of 32000 tokens) are summarised by their length, element kind
+// and first few elements: "[32000 strings: '<unk>', '<s>', '</s>', ... ]".
+std::string MetadataValueText(const Json& value) {
+  constexpr size_t kShown = 3, kLongArray = 8;
+  if (value.is_string()) return value.get<std::string>();
+  if (!value.is_array() || value.size() <= kLongArray) return CompactJson(value);
+  const bool strings =
+      std::all_of(value.begin(), value.end(), [](const Json& v) { return v.is_string(); });
+  const bool numbers =
+      std::all_of(value.begin(), value.end(), [](const Json& v) { return v.is_number(); });
+  std::string out = "[" + std::to_string(value.size()) +
+                    (strings   ? " strings: "
+                     : numbers ? " numbers: "
+                               : " values: ");
+  for (size_t i = 0; i < kShown; ++i) {
+    out += strings ? "'" + value[i].get<std::string>() + "'" : CompactJson(value[i]);
+    out += ", ";
+  }
+  return out + "... ]";
 }
 
 Status Inspect(const InspectOptions& opt) {

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "modelport/formats/gguf/quants.h"
+
 namespace mp {
 namespace {
 
@@ -224,6 +226,9 @@ void CastElements(DType from, DType to, const uint8_t* src, size_t n, uint8_t* d
   }
 }
 
+// Floats, and block-quantized types (dequantized), are what a float cast applies to.
+bool Castable(DType d) { return IsFloat(d) || gguf::CanDequantize(d); }
+
 class CastSource final : public ModelSource {
  public:
   CastSource(const ModelSource& source, DType to) : source_(source), to_(to) {
@@ -231,7 +236,7 @@ class CastSource final : public ModelSource {
     errors_.resize(infos_.size());
     for (size_t i = 0; i < infos_.size(); ++i) {
       TensorInfo& info = infos_[i];
-      if (!IsFloat(info.dtype) || !IsFloat(to) || info.dtype == to) continue;
+      if (!Castable(info.dtype) || !IsFloat(to) || info.dtype == to) continue;
       Result<TensorInfo> cast = TensorInfo::Make(info.name, to, info.shape);
       if (cast.has_value()) {
         info = std::move(cast).value();
@@ -253,7 +258,7 @@ class CastSource final : public ModelSource {
     }
     if (!errors_[index].ok()) return errors_[index];
     MP_ASSIGN_OR_RETURN(TensorView tensor, source_.Load(index));
-    if (!IsFloat(tensor.info.dtype)) return tensor;
+    if (!Castable(tensor.info.dtype)) return tensor;
     return CastTensor(tensor, to_);
   }
 
@@ -390,7 +395,7 @@ Result<TensorView> CastTensor(const TensorView& tensor, DType to) {
   const TensorInfo& info = tensor.info;
   const DType from = info.dtype;
   if (from == to) return tensor;
-  if (!IsFloat(from) || !IsFloat(to)) {
+  if (!Castable(from) || !IsFloat(to)) {
     return InvalidArgument("tensor '" + info.name + "': cannot cast " +
                            std::string(DTypeName(from)) + " to " + std::string(DTypeName(to)) +
                            ": only float to float casts are supported");
@@ -408,6 +413,19 @@ Result<TensorView> CastTensor(const TensorView& tensor, DType to) {
   }
   Result<std::shared_ptr<Buffer>> out = Buffer::Allocate(out_info->byte_size);
   if (!out.has_value()) return out.status().WithContext("tensor '" + info.name + "'");
+  if (IsQuantized(from)) {
+    // Dequantize to f32 (the reference's output type), then round once to the target.
+    const size_t n = static_cast<size_t>(out_info->byte_size / ElementSize(to));
+    std::vector<float> f32(to == DType::kF32 ? 0 : n);
+    float* dest = to == DType::kF32 ? reinterpret_cast<float*>((*out)->mutable_data()) : f32.data();
+    Status s = gguf::DequantizeToF32(from, tensor.bytes(), dest);
+    if (!s.ok()) return s.WithContext("tensor '" + info.name + "'");
+    if (to != DType::kF32 && n > 0) {
+      CastElements(DType::kF32, to, reinterpret_cast<const uint8_t*>(f32.data()), n,
+                   (*out)->mutable_data());
+    }
+    return TensorView{std::move(out_info).value(), std::move(out).value()};
+  }
   const size_t n = size / ElementSize(from);
   if (n > 0) CastElements(from, to, tensor.data->data(), n, (*out)->mutable_data());
   return TensorView{std::move(out_info).value(), std::move(out).value()};

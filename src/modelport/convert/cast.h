@@ -49,11 +49,13 @@ Status DecodeToF64(DType dtype, const uint8_t* src, size_t count, double* out);
 size_t DecodedWidth(DType dtype);
 
 /// `tensor` converted to `to` (a float dtype); the result owns new memory. Only float -> float
-/// casts are allowed (InvalidArgument otherwise); a cast to the same dtype returns the input.
+/// casts and dequantization of ggml block types (q4_0 ... q6_k, to f32 exactly as ggml does,
+/// then rounded once to `to`) are allowed (InvalidArgument otherwise); a cast to the same dtype
+/// returns the input.
 Result<TensorView> CastTensor(const TensorView& tensor, DType to);
 
-/// A view of `source` whose floating-point tensors are cast to `to` as they are loaded;
-/// integer, bool and complex tensors pass through untouched. `source` must outlive the view.
+/// A view of `source` whose floating-point and block-quantized tensors are cast to `to` as they
+/// are loaded; integer, bool and complex tensors pass through untouched. `source` must outlive the view.
 /// `to` must be a float dtype; otherwise every Load of a float tensor gives InvalidArgument.
 std::unique_ptr<ModelSource> CastFloats(const ModelSource& source, DType to);
 

@@ -29,6 +29,15 @@ constexpr std::array<DTypeTraits, static_cast<size_t>(DType::kCount)> kTable = {
     {DType::kF8E5M2, "f8_e5m2", "F8_E5M2", K::kFloat, 1, 1},
     {DType::kQ8_0, "q8_0", "", K::kQuantized, 32, 34},
     {DType::kQ4_0, "q4_0", "", K::kQuantized, 32, 18},
+    {DType::kQ4_1, "q4_1", "", K::kQuantized, 32, 20},
+    {DType::kQ5_0, "q5_0", "", K::kQuantized, 32, 22},
+    {DType::kQ5_1, "q5_1", "", K::kQuantized, 32, 24},
+    {DType::kQ2_K, "q2_k", "", K::kQuantized, 256, 84},
+    {DType::kQ3_K, "q3_k", "", K::kQuantized, 256, 110},
+    {DType::kQ4_K, "q4_k", "", K::kQuantized, 256, 144},
+    {DType::kQ5_K, "q5_k", "", K::kQuantized, 256, 176},
+    {DType::kQ6_K, "q6_k", "", K::kQuantized, 256, 210},
+    {DType::kQ8_K, "q8_k", "", K::kQuantized, 256, 292},
 }};
 
 // The table is indexed by the enum: every row must sit at its own enumerator's position.

@@ -31,6 +31,15 @@ enum class DType : uint8_t {
   // Block-quantized types: elements come in blocks of block_elems stored in block_bytes.
   kQ8_0,  ///< ggml Q8_0: f16 scale + 32 x i8
   kQ4_0,  ///< ggml Q4_0: f16 scale + 16 bytes of nibbles
+  kQ4_1,  ///< ggml Q4_1: f16 scale, f16 min + 16 bytes of nibbles
+  kQ5_0,  ///< ggml Q5_0: f16 scale + u32 of fifth bits + 16 bytes of nibbles
+  kQ5_1,  ///< ggml Q5_1: f16 scale, f16 min + u32 of fifth bits + 16 bytes of nibbles
+  kQ2_K,  ///< ggml Q2_K: 256-element super-block, 2-bit quants, 4-bit scales and mins
+  kQ3_K,  ///< ggml Q3_K: 256-element super-block, 3-bit quants, 6-bit scales
+  kQ4_K,  ///< ggml Q4_K: 256-element super-block, 4-bit quants, 6-bit scales and mins
+  kQ5_K,  ///< ggml Q5_K: 256-element super-block, 5-bit quants, 6-bit scales and mins
+  kQ6_K,  ///< ggml Q6_K: 256-element super-block, 6-bit quants, 8-bit scales
+  kQ8_K,  ///< ggml Q8_K: f32 scale + 256 x i8 + 16 x i16 block sums
   kCount,
 };
 

@@ -3,6 +3,8 @@
 #include <filesystem>
 
 #include "modelport/formats/format.h"
+#include "modelport/formats/gguf/gguf.h"
+#include "modelport/formats/numpy/numpy.h"
 #include "modelport/formats/safetensors/safetensors.h"
 
 namespace mp {
@@ -19,6 +21,27 @@ const std::vector<FormatDescriptor>& Table() {
           .detect_dir = safetensors::DetectDir,
           .open = safetensors::Open,
           .write = safetensors::Write,
+      },
+      {
+          .name = "gguf",
+          .extensions = {".gguf"},
+          .caps = {.read = true, .write = true, .zero_copy = true, .sharded = true},
+          .detect_bytes = 4,
+          .detect = gguf::Detect,
+          .detect_dir = gguf::DetectDir,
+          .open = gguf::Open,
+          .write = gguf::Write,
+      },
+      {
+          // .npz first: a model of several tensors; .npy holds exactly one.
+          .name = "numpy",
+          .extensions = {".npz", ".npy"},
+          .caps = {.read = true, .write = true, .zero_copy = true, .sharded = false},
+          .detect_bytes = numpy::kDetectBytes,
+          .detect = numpy::Detect,
+          .detect_dir = nullptr,
+          .open = numpy::Open,
+          .write = numpy::Write,
       },
   };
   return kFormats;
