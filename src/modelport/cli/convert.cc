@@ -11,7 +11,9 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "modelport/cli/cli_util.h"
 #include "modelport/convert/cast.h"
@@ -28,10 +30,10 @@ struct ConvertOptions {
   std::string to;
   std::string dtype;
   std::string shard_size;
+  std::vector<std::string> meta;  // KEY=VALUE
   bool force = false;
   bool json = false;
 };
-
 
 bool Exists(const fs::path& p) {
   std::error_code ec;
@@ -41,6 +43,41 @@ bool Exists(const fs::path& p) {
 bool SameFile(const fs::path& a, const fs::path& b) {
   std::error_code ec;
   return fs::equivalent(a, b, ec);
+}
+
+// `source` with metadata keys added or replaced (--meta); tensors pass through untouched.
+class WithMetadata final : public ModelSource {
+ public:
+  WithMetadata(const ModelSource& source, Json metadata)
+      : source_(source), metadata_(std::move(metadata)) {}
+  std::string_view format() const override { return source_.format(); }
+  const std::vector<TensorInfo>& tensors() const override { return source_.tensors(); }
+  const Json& metadata() const override { return metadata_; }
+  Result<TensorView> Load(size_t index) const override { return source_.Load(index); }
+  Status LoadInto(size_t index, std::span<uint8_t> dest) const override {
+    return source_.LoadInto(index, dest);
+  }
+  ModelFiles files() const override { return source_.files(); }
+
+ private:
+  const ModelSource& source_;
+  Json metadata_;
+};
+
+// "KEY=VALUE" pairs over `base`. A VALUE that is JSON (4096, true, [1,2]) keeps its type, so a
+// GGUF key gets a typed value; anything else is a string.
+Result<Json> MergeMeta(const Json& base, const std::vector<std::string>& pairs) {
+  Json merged = base.is_object() ? base : Json::object();
+  for (const std::string& pair : pairs) {
+    const size_t eq = pair.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return InvalidArgument("--meta '" + pair + "': expected KEY=VALUE");
+    }
+    const std::string value = pair.substr(eq + 1);
+    Json parsed = Json::parse(value, nullptr, /*allow_exceptions=*/false);
+    merged[pair.substr(0, eq)] = parsed.is_discarded() ? Json(value) : std::move(parsed);
+  }
+  return merged;
 }
 
 Result<DType> ParseTargetDType(const std::string& text) {
@@ -137,7 +174,14 @@ Status Convert(const ConvertOptions& opt) {
 
   std::unique_ptr<ModelSource> cast;
   if (dtype) cast = CastFloats(*source, *dtype);
-  const ModelSource& out = cast ? *cast : *source;
+  const ModelSource* out_ptr = cast ? cast.get() : source.get();
+  std::unique_ptr<ModelSource> with_meta;
+  if (!opt.meta.empty()) {
+    MP_ASSIGN_OR_RETURN(Json merged, MergeMeta(out_ptr->metadata(), opt.meta));
+    with_meta = std::make_unique<WithMetadata>(*out_ptr, std::move(merged));
+    out_ptr = with_meta.get();
+  }
+  const ModelSource& out = *out_ptr;
   MP_ASSIGN_OR_RETURN(const uint64_t bytes, out.TotalBytes());
 
   ProgressBar progress("converting");
@@ -211,6 +255,9 @@ Command AddConvertCommand(CLI::App& app) {
   sub->add_option("--shard-size", opt->shard_size,
                   "write shards of at most SIZE tensor bytes plus an index: 5GB (5*10^9 "
                   "bytes, as Hugging Face reads it), 500MB, 2GiB (2*2^30 bytes) or plain bytes");
+  sub->add_option("--meta", opt->meta,
+                  "add or replace a metadata key: KEY=VALUE, repeatable; VALUE is kept typed "
+                  "when it is JSON (4096, true), else a string (e.g. --meta general.name=tiny)");
   sub->add_flag("--force", opt->force, "replace an existing DST");
   sub->add_flag("--json", opt->json, "print one JSON document on stdout");
   return {sub, [opt] { return ReportError(Convert(*opt)); }};

@@ -484,7 +484,10 @@ Result<std::vector<size_t>> WriteOrder(const std::vector<TensorInfo>& infos,
   for (size_t i : subset) {
     if (Traits(infos[i].dtype).safetensors_name.empty()) {
       return Unsupported("tensor " + Quote(infos[i].name) + ": safetensors cannot store dtype " +
-                         std::string(DTypeName(infos[i].dtype)));
+                         std::string(DTypeName(infos[i].dtype)) +
+                         (IsQuantized(infos[i].dtype)
+                              ? "; dequantize it (convert --dtype f32, f16 or bf16)"
+                              : ""));
     }
   }
   std::vector<size_t> order = subset;
