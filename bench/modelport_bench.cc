@@ -36,6 +36,7 @@
 #include "modelport/core/hash.h"
 #include "modelport/core/tensor.h"
 #include "modelport/formats/format.h"
+#include "modelport/formats/gguf/gguf.h"
 #include "modelport/formats/safetensors/safetensors.h"
 
 extern char** environ;
@@ -422,6 +423,49 @@ void BareLoad(const ModelSource& src, const std::string& path, uint64_t data_sta
   for (auto& th : pool) th.join();
   ::close(fd);
 }
+
+/// `cat in > out`: 1 MiB read()s from `in`, each written to the new file `out` (no fsync).
+void CatTo(const std::string& in, const std::string& out) {
+  static std::vector<uint8_t> buf(kMiB);
+  const int src = OpenOrDie(in, O_RDONLY);
+  const int dst = OpenOrDie(out, O_WRONLY | O_CREAT | O_TRUNC);
+  ssize_t n;
+  while ((n = ::read(src, buf.data(), buf.size())) > 0) {
+    for (ssize_t done = 0; done < n;) {
+      const ssize_t w = ::write(dst, buf.data() + done, static_cast<size_t>(n - done));
+      if (w <= 0) Die(out + ": write failed");
+      done += w;
+    }
+  }
+  ::close(src);
+  ::close(dst);
+}
+
+/// Every tensor of `inner` twice ("a." and "b." + name): the 1 GiB f32 model cast to f16 is
+/// then 1 GiB again, the size the GGUF rows are specified for.
+class Doubled final : public ModelSource {
+ public:
+  explicit Doubled(const ModelSource& inner) : inner_(inner) {
+    for (const char* prefix : {"a.", "b."}) {
+      for (TensorInfo t : inner.tensors()) {
+        t.name = prefix + t.name;
+        infos_.push_back(std::move(t));
+      }
+    }
+  }
+  std::string_view format() const override { return inner_.format(); }
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  const Json& metadata() const override { return inner_.metadata(); }
+  Result<TensorView> Load(size_t index) const override {
+    MP_ASSIGN_OR_RETURN(TensorView t, inner_.Load(index % inner_.tensors().size()));
+    t.info = infos_[index];
+    return t;
+  }
+
+ private:
+  const ModelSource& inner_;
+  std::vector<TensorInfo> infos_;
+};
 
 /// Runs argv[0] with stdout captured (stderr passes through). Exit code -1 if it cannot start.
 std::pair<int, std::string> Spawn(const std::vector<std::string>& args) {
@@ -977,6 +1021,53 @@ int RunBench(const Options& opt) {
                               Fmt(" <= %.0f MiB: ", cap_mib) + Verdict(peak_mib <= cap_mib)});
     rows.push_back({.name = "  its peak RSS incl. mapped file pages",
                     .target = Fmt("VmHWM +%.0f MiB", static_cast<double>(hwm_kib) / 1024)});
+  }
+
+  // GGUF: the same weights doubled and cast to f16 (1 GiB of f16), as GGUF and as safetensors.
+  // Open is index-only; conversions both ways are held to `cat in > out` [C] of the same file.
+  {
+    const std::string gguf_path = opt.dir + "/f16.gguf", st_path = opt.dir + "/f16.safetensors";
+    WriteOptions scratch_write;
+    scratch_write.durable = false;
+    {
+      auto src = Take(OpenModel(model_path), "open");
+      const Doubled doubled(*src);
+      auto f16 = CastFloats(doubled, DType::kF16);
+      Check(gguf::Write(*f16, gguf_path, scratch_write), "write " + gguf_path);
+      Check(safetensors::Write(*f16, st_path, scratch_write), "write " + st_path);
+    }
+    Cat(gguf_path);  // into the page cache, as every other input here
+    Cat(st_path);
+    const uint64_t gguf_bytes = FileSize(gguf_path);
+    const Stat cat = Summarize(Time(
+        reps, nullptr, [&] { CatTo(gguf_path, scratch); }, [&] { Remove(scratch); }));
+    rows.push_back({.name = "-- gguf (1 GiB of f16)"});
+    rows.push_back({.name = "cat in > out, the f16 GGUF [C]", .time = cat, .bytes = gguf_bytes});
+    const Stat open_gguf = Summarize(Time(
+        reps, nullptr, [&] { (void)Take(OpenModel(gguf_path), "open gguf"); }, nullptr));
+    rows.push_back({.name = "open GGUF (index only)",
+                    .time = open_gguf,
+                    .target = "< 5 ms: " + Verdict(open_gguf.ms < 5)});
+    for (const bool to_safetensors : {true, false}) {
+      const std::string& from = to_safetensors ? gguf_path : st_path;
+      const Stat t = Summarize(Time(
+          reps, nullptr,
+          [&] {
+            auto src = Take(OpenModel(from), "open " + from);
+            Check(to_safetensors ? safetensors::Write(*src, scratch, scratch_write)
+                                 : gguf::Write(*src, scratch, scratch_write),
+                  "convert " + from);
+          },
+          [&] { Remove(scratch); }));
+      rows.push_back({.name = to_safetensors ? "convert GGUF -> safetensors (f16)"
+                                             : "convert safetensors -> GGUF (f16)",
+                      .time = t,
+                      .bytes = gguf_bytes,
+                      .vs_limit = VsLimit(t.ms, cat.ms, "C"),
+                      .target = "<= 2x C: " + Verdict(t.ms <= 2 * cat.ms)});
+    }
+    Remove(gguf_path);
+    Remove(st_path);
   }
 
   std::printf("\nload average at end: %s\n", LoadAvg().c_str());

@@ -1,6 +1,7 @@
 #include "modelport/formats/numpy/numpy.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cctype>
 #include <cstring>
@@ -267,6 +268,12 @@ class DictParser {
 };
 
 // ---------------------------------------------------------------------------------------------
+// NumPy's own limit on dimensions (NPY_MAXDIMS in numpy 2); no .npy can have more.
+constexpr size_t kMaxRank = 64;
+uint64_t MaxRank(const ReadOptions& options) {
+  return std::min<uint64_t>(options.max_rank, kMaxRank);
+}
+
 // From file layout to modelport's (little-endian, C order).
 
 size_t NaturalAlignment(DType d) { return d == DType::kC64 ? 4 : ElementSize(d); }
@@ -278,8 +285,11 @@ bool IsPlain(const ArrayHeader& h) {
 template <size_t kSize>
 void Transpose(const uint8_t* src, uint8_t* dst, const std::vector<uint64_t>& dims,
                uint64_t count) {
+  // Fixed arrays, not vectors: g++ 12 at -O3 reports false -Wfree-nonheap-object on the
+  // vectors' frees once this loop is inlined. Rank is at most kMaxRank (checked on parse).
   const size_t rank = dims.size();
-  std::vector<uint64_t> idx(rank, 0), stride(rank, 1);
+  std::array<uint64_t, kMaxRank> idx{}, stride{};
+  stride[0] = 1;
   for (size_t k = 1; k < rank; ++k) stride[k] = stride[k - 1] * dims[k - 1];
   uint64_t from = 0;
   for (uint64_t out = 0; out < count; ++out) {
@@ -418,7 +428,7 @@ class NpyReader final : public ModelSource {
                      Num(size) + " bytes)");
     }
     MP_ASSIGN_OR_RETURN(auto bytes, file_->Read(0, preamble));
-    MP_ASSIGN_OR_RETURN(header_, ParseHeader(bytes->span(), HeaderCap(options), options.max_rank));
+    MP_ASSIGN_OR_RETURN(header_, ParseHeader(bytes->span(), HeaderCap(options), MaxRank(options)));
     const uint64_t data = size - header_.data_offset;
     if (data != header_.info.byte_size) {
       return Corrupt("data is " + Num(data) + " bytes but " +
@@ -526,7 +536,7 @@ class NpzReader final : public ModelSource {
                        "the member (" + Num(e.size) + " bytes)");
       }
       MP_ASSIGN_OR_RETURN(auto bytes, zip_->ReadPrefix(i, *preamble));
-      auto header = ParseHeader(bytes->span(), HeaderCap(options), options.max_rank);
+      auto header = ParseHeader(bytes->span(), HeaderCap(options), MaxRank(options));
       if (!header) return header.error().WithContext(where);
       if (e.size - header->data_offset != header->info.byte_size) {
         return Corrupt(where + ": data is " + Num(e.size - header->data_offset) + " bytes but " +
