@@ -280,8 +280,7 @@ void ProgressBar::Update(uint64_t items_done, uint64_t items_total, uint64_t byt
   std::fflush(stderr);
 }
 
-Result<Digests> ComputeDigests(const ModelSource& source,
-                               ProgressBar* progress) {
+Result<Digests> ComputeDigests(const ModelSource& source, ProgressBar* progress) {
   Digests out;
   out.files = source.files();
   const auto& infos = source.tensors();

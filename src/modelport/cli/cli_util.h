@@ -128,8 +128,7 @@ struct Digests {
   std::string index_sha256;                ///< of files.index when sharded
   std::vector<std::string> tensor_sha256;  ///< parallel to source.tensors(); "sha256:<hex>"
 };
-Result<Digests> ComputeDigests(const ModelSource& source,
-                               ProgressBar* progress);
+Result<Digests> ComputeDigests(const ModelSource& source, ProgressBar* progress);
 
 /// The JSON shared by `hash` and `verify`: "files": [{"path", "sha256"}], "index" (sharded
 /// only: {"path", "sha256"}), "tensors": [{"name", "dtype", "shape", "bytes", "sha256"}].

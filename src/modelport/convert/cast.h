@@ -55,8 +55,8 @@ size_t DecodedWidth(DType dtype);
 Result<TensorView> CastTensor(const TensorView& tensor, DType to);
 
 /// A view of `source` whose floating-point and block-quantized tensors are cast to `to` as they
-/// are loaded; integer, bool and complex tensors pass through untouched. `source` must outlive the view.
-/// `to` must be a float dtype; otherwise every Load of a float tensor gives InvalidArgument.
+/// are loaded; integer, bool and complex tensors pass through untouched. `source` must outlive the
+/// view. `to` must be a float dtype; otherwise every Load of a float tensor gives InvalidArgument.
 std::unique_ptr<ModelSource> CastFloats(const ModelSource& source, DType to);
 
 }  // namespace mp
