@@ -30,13 +30,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::BytesTensor;
+using testing::kIoModes;
 using testing::PatternTensor;
 using testing::ReadBytes;
 using testing::SameModel;
 using testing::TempDir;
 using testing::WriteBytes;
-
-constexpr IoMode kIoModes[] = {IoMode::kMmap, IoMode::kPread};
 
 std::string Lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(),

@@ -8,9 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "modelport/core/file.h"
 #include "modelport/core/tensor.h"
 
 namespace mp::testing {
+
+/// Both ways a reader can touch a file; tests that read run over each.
+inline constexpr IoMode kIoModes[] = {IoMode::kMmap, IoMode::kPread};
 
 /// A fresh folder under the system temp dir, removed (recursively) on destruction.
 class TempDir {

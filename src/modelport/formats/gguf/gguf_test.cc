@@ -21,13 +21,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::GoldenDir;
+using testing::kIoModes;
 using testing::PatternTensor;
 using testing::ReadBytes;
 using testing::SameModel;
 using testing::TempDir;
 using testing::WriteBytes;
-
-constexpr IoMode kIoModes[] = {IoMode::kMmap, IoMode::kPread};
 
 std::string GoldenGguf() { return (GoldenDir() / "gguf/llama-2-tiny-random.gguf").string(); }
 
