@@ -46,6 +46,19 @@ Status ModelSource::LoadInto(size_t index, std::span<uint8_t> dest) const {
   return Status::Ok();
 }
 
+size_t NaturalAlignment(DType dtype) {
+  const DTypeTraits& t = Traits(dtype);
+  if (t.block_elems > 1 || dtype == DType::kC64) return 4;
+  return t.block_bytes;
+}
+
+Result<std::shared_ptr<Buffer>> AlignedFor(DType dtype, std::shared_ptr<Buffer> bytes) {
+  if (reinterpret_cast<uintptr_t>(bytes->data()) % NaturalAlignment(dtype) == 0) return bytes;
+  MP_ASSIGN_OR_RETURN(auto copy, Buffer::Allocate(bytes->size()));
+  if (bytes->size() != 0) std::memcpy(copy->mutable_data(), bytes->data(), bytes->size());
+  return copy;
+}
+
 Result<TensorView> LoadOwned(const ModelSource& source, size_t index) {
   if (index >= source.tensors().size()) return NotFound("tensor #" + std::to_string(index));
   const TensorInfo& info = source.tensors()[index];

@@ -98,6 +98,15 @@ class Model final : public ModelSource {
   Json metadata_ = Json::object();
 };
 
+/// Alignment a typed read of `dtype` needs: the element size (complex64 is two f32: 4;
+/// block-quantized types start with f16/f32 fields: 4).
+size_t NaturalAlignment(DType dtype);
+
+/// `bytes` itself when it is naturally aligned for `dtype`, else an aligned copy. Readers pass
+/// file views through this, so nothing reads a multi-byte value through a misaligned pointer
+/// (formats without padding rules may place tensors anywhere).
+Result<std::shared_ptr<Buffer>> AlignedFor(DType dtype, std::shared_ptr<Buffer> bytes);
+
 /// Tensor `index` of `source` in freshly allocated memory the caller owns (not a view of a file).
 Result<TensorView> LoadOwned(const ModelSource& source, size_t index);
 

@@ -546,14 +546,6 @@ std::optional<uint64_t> IntKey(const ParsedFile& f, std::string_view key, ValueT
   return std::nullopt;
 }
 
-// A natural alignment for a tensor's elements, so views are never read through a misaligned
-// pointer (a file with general.alignment 1 may place them anywhere).
-size_t NaturalAlignment(DType dtype) {
-  const DTypeTraits& t = Traits(dtype);
-  if (t.block_elems > 1) return 4;
-  return std::min<size_t>(t.block_bytes, 8);
-}
-
 class GgufModel final : public ModelSource {
  public:
   std::string_view format() const override { return "gguf"; }
@@ -570,13 +562,10 @@ class GgufModel final : public ModelSource {
     const InputFile& file = *files_[loc.file];
     Result<std::shared_ptr<Buffer>> bytes = file.Read(loc.offset, info.byte_size);
     if (!bytes) return bytes.status().WithContext("tensor " + Quote(info.name));
-    const size_t align = NaturalAlignment(info.dtype);
-    if (reinterpret_cast<uintptr_t>((*bytes)->data()) % align != 0) {
-      MP_ASSIGN_OR_RETURN(std::shared_ptr<Buffer> copy, Buffer::Allocate(info.byte_size));
-      std::memcpy(copy->mutable_data(), (*bytes)->data(), info.byte_size);
-      return TensorView{info, std::move(copy)};
-    }
-    return TensorView{info, std::move(bytes).value()};
+    // A file with general.alignment 1 may place tensors anywhere.
+    MP_ASSIGN_OR_RETURN(std::shared_ptr<Buffer> aligned,
+                        AlignedFor(info.dtype, std::move(bytes).value()));
+    return TensorView{info, std::move(aligned)};
   }
 
   Status LoadInto(size_t index, std::span<uint8_t> dest) const override {

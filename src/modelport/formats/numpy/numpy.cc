@@ -276,8 +276,6 @@ uint64_t MaxRank(const ReadOptions& options) {
 
 // From file layout to modelport's (little-endian, C order).
 
-size_t NaturalAlignment(DType d) { return d == DType::kC64 ? 4 : ElementSize(d); }
-
 bool IsPlain(const ArrayHeader& h) {
   return !h.big_endian && (!h.fortran_order || h.info.shape.rank() <= 1);
 }

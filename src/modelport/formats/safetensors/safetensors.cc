@@ -62,9 +62,6 @@ int ReferenceRank(DType d) {
   }
 }
 
-// Alignment a typed read of `dtype` needs (complex64 is read as two f32).
-size_t NaturalAlignment(DType d) { return d == DType::kC64 ? 4 : Traits(d).block_bytes; }
-
 // ---------------------------------------------------------------------------------------------
 // Header parsing
 
@@ -204,15 +201,8 @@ class FileReader final : public ModelSource {
     const TensorInfo& info = infos_[index];
     auto data = file_->Read(data_start_ + begins_[index], info.byte_size);
     if (!data) return data.error().WithContext("tensor " + Quote(info.name));
-    std::shared_ptr<Buffer> bytes = std::move(*data);
-    // Files from other writers may leave tensors unaligned; hand out an aligned copy so no
-    // consumer ever reads through a misaligned pointer.
-    const size_t align = NaturalAlignment(info.dtype);
-    if (reinterpret_cast<uintptr_t>(bytes->data()) % align != 0) {
-      MP_ASSIGN_OR_RETURN(auto copy, Buffer::Allocate(bytes->size()));
-      std::memcpy(copy->mutable_data(), bytes->data(), bytes->size());
-      bytes = std::move(copy);
-    }
+    // Files from other writers may leave tensors unaligned.
+    MP_ASSIGN_OR_RETURN(std::shared_ptr<Buffer> bytes, AlignedFor(info.dtype, std::move(*data)));
     return TensorView{info, std::move(bytes)};
   }
 
