@@ -102,4 +102,23 @@ Result<std::unique_ptr<Model>> LoadAll(const ModelSource& source) {
   return model;
 }
 
+Result<Json> AliasesOf(const ModelSource& source) {
+  const Json& metadata = source.metadata();
+  if (!metadata.is_object()) return Json::object();
+  auto it = metadata.find(kAliasesMetadataKey);
+  if (it == metadata.end()) return Json::object();
+  Json aliases = *it;
+  if (aliases.is_string()) {
+    const std::string& text = it->get_ref<const std::string&>();
+    aliases = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  }
+  bool valid = aliases.is_object();
+  if (valid)
+    for (const auto& [alias, target] : aliases.items()) valid = valid && target.is_string();
+  if (!valid)
+    return Corrupt("metadata " + std::string(kAliasesMetadataKey) +
+                   " is not an object of tensor names");
+  return aliases;
+}
+
 }  // namespace mp

@@ -22,6 +22,11 @@ namespace mp {
 
 using Json = nlohmann::ordered_json;
 
+/// Metadata key of tied tensors, {"alias name": "name of the tensor stored"}: a reader whose
+/// format shares storage (PyTorch) lists a tied tensor once and records the others here;
+/// writers that can share storage tie them again, the others keep the key as metadata.
+inline constexpr std::string_view kAliasesMetadataKey = "modelport.aliases";
+
 struct TensorInfo {
   std::string name;
   DType dtype = DType::kF32;
@@ -67,6 +72,9 @@ class ModelSource {
 
   /// The files behind the model (empty for in-memory sources).
   virtual ModelFiles files() const { return {}; }
+  /// What a user should know about how the file was read, one sentence each (e.g. "TorchScript
+  /// archive: its code was not run"; tensors that share storage). Empty for most sources.
+  virtual std::vector<std::string> notes() const { return {}; }
 
   /// Index of the tensor called `name`, if any.
   std::optional<size_t> Find(std::string_view name) const;
@@ -97,6 +105,12 @@ class Model final : public ModelSource {
   std::vector<std::shared_ptr<Buffer>> data_;
   Json metadata_ = Json::object();
 };
+
+/// The tied-tensor map of `source`'s metadata[kAliasesMetadataKey] as a JSON object of strings:
+/// an object as readers give it, or the same JSON encoded in a string (formats whose metadata
+/// values are strings, like safetensors, carry it that way). Empty when absent; Corrupt when it
+/// is neither.
+Result<Json> AliasesOf(const ModelSource& source);
 
 /// Alignment a typed read of `dtype` needs: the element size (complex64 is two f32: 4;
 /// block-quantized types start with f16/f32 fields: 4).

@@ -26,6 +26,10 @@ struct ReadOptions {
   uint64_t max_name_bytes = 64 * 1024;
   uint64_t max_index_bytes = 100'000'000;  ///< sharded index JSON
   uint64_t max_shards = 100'000;
+  /// Checkpoints that nest their tensors (PyTorch {"state_dict": ..., "optimizer": ...}): the
+  /// dotted key path of the object whose tensors to read. Empty: the reader picks the state
+  /// dict itself and says so in ModelSource::notes().
+  std::string select_key;
 };
 
 /// Called after each tensor is written: (tensors done, tensors total, bytes done, bytes total).

@@ -10,6 +10,8 @@
 #include <unordered_set>
 
 #include "modelport/core/file.h"
+#include "modelport/core/json.h"
+#include "modelport/formats/sharded.h"
 
 namespace mp::safetensors {
 namespace {
@@ -64,50 +66,6 @@ int ReferenceRank(DType d) {
 
 // ---------------------------------------------------------------------------------------------
 // Header parsing
-
-// Deepest nesting a header or index may have: a valid one nests 3 levels
-// ({"name": {"shape": [..]}}). Anything deeper is refused before it is built, so later code
-// never recurses through a hostile structure.
-constexpr int kMaxJsonDepth = 8;
-
-// Parses JSON, rejecting duplicate keys at any depth (nlohmann keeps the last silently, which
-// would let two readers of one file disagree about its content) and deep nesting.
-Result<Json> ParseStrictJson(std::string_view text, std::string_view what) {
-  std::vector<std::set<std::string>> keys_at_depth;
-  std::string duplicate;
-  bool too_deep = false;
-  auto callback = [&](int depth, Json::parse_event_t event, Json& parsed) {
-    const auto d = static_cast<size_t>(depth);
-    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
-        depth >= kMaxJsonDepth) {
-      too_deep = true;
-      return false;  // skip the value instead of building it
-    }
-    if (too_deep) return false;
-    if (event == Json::parse_event_t::object_start) {
-      if (keys_at_depth.size() <= d) keys_at_depth.resize(d + 1);
-      keys_at_depth[d].clear();
-    } else if (event == Json::parse_event_t::key) {
-      // Keys of an object at depth d arrive with depth d + 1.
-      auto& keys = keys_at_depth[d - 1];
-      const std::string& key = parsed.get_ref<const std::string&>();
-      if (!keys.insert(key).second && duplicate.empty()) duplicate = key;
-    }
-    return true;
-  };
-  try {
-    Json json = Json::parse(text.begin(), text.end(), callback);
-    if (too_deep) {
-      return Corrupt(std::string(what) + " nests deeper than " + std::to_string(kMaxJsonDepth) +
-                     " levels");
-    }
-    if (!duplicate.empty())
-      return Corrupt(std::string(what) + ": duplicate key " + Quote(duplicate));
-    return json;
-  } catch (const Json::exception& e) {
-    return Corrupt(std::string(what) + " is not valid JSON: " + e.what());
-  }
-}
 
 Result<uint64_t> JsonToU64(const Json& v, std::string_view field) {
   if (!v.is_number_unsigned()) {
@@ -189,6 +147,10 @@ class FileReader final : public ModelSource {
     Status s = reader->ParseHeader(options);
     if (!s.ok()) return std::move(s).WithContext(path);
     return reader;
+  }
+  static Result<std::unique_ptr<ModelSource>> OpenSource(const std::string& path,
+                                                         const ReadOptions& options) {
+    return Open(path, options);
   }
 
   std::string_view format() const override { return "safetensors"; }
@@ -318,116 +280,6 @@ class FileReader final : public ModelSource {
 
 // ---------------------------------------------------------------------------------------------
 // Sharded (Hugging Face index)
-
-// A shard name from an index must be a plain file in the index's own folder.
-Status CheckShardName(const std::string& dir, const std::string& name) {
-  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
-      name.find('\\') != std::string::npos || name.find('\0') != std::string::npos) {
-    return Unsafe("shard file name " + Quote(name) +
-                  " is not a plain file name in the index's folder");
-  }
-  struct stat st {};
-  const std::string path = (fs::path(dir) / name).string();
-  if (::lstat(path.c_str(), &st) != 0) return NotFound("shard " + Quote(name) + " is missing");
-  if (S_ISLNK(st.st_mode)) return Unsafe("shard " + Quote(name) + " is a symbolic link");
-  if (!S_ISREG(st.st_mode)) return Unsafe("shard " + Quote(name) + " is not a regular file");
-  return Status::Ok();
-}
-
-class ShardedReader final : public ModelSource {
- public:
-  static Result<std::unique_ptr<ShardedReader>> Open(const std::string& index_path,
-                                                     const ReadOptions& options) {
-    std::unique_ptr<ShardedReader> reader(new ShardedReader());
-    Status s = reader->Init(index_path, options);
-    if (!s.ok()) return std::move(s).WithContext(index_path);
-    return reader;
-  }
-
-  std::string_view format() const override { return "safetensors"; }
-  const std::vector<TensorInfo>& tensors() const override { return infos_; }
-  const Json& metadata() const override { return metadata_; }
-  Result<TensorView> Load(size_t index) const override {
-    if (index >= where_.size()) return NotFound("tensor #" + std::to_string(index));
-    const auto [shard, i] = where_[index];
-    return shards_[shard]->Load(i);
-  }
-  Status LoadInto(size_t index, std::span<uint8_t> dest) const override {
-    if (index >= where_.size()) return NotFound("tensor #" + std::to_string(index));
-    const auto [shard, i] = where_[index];
-    return shards_[shard]->LoadInto(i, dest);
-  }
-  ModelFiles files() const override {
-    ModelFiles out{index_path_, {}};
-    for (const auto& shard : shards_) out.files.push_back(shard->files().files[0]);
-    return out;
-  }
-
- private:
-  ShardedReader() = default;
-
-  Status Init(const std::string& index_path, const ReadOptions& options) {
-    index_path_ = index_path;
-    MP_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(index_path, options.max_index_bytes));
-    MP_ASSIGN_OR_RETURN(Json index, ParseStrictJson(text, "index"));
-    if (!index.is_object()) return Corrupt("index is not a JSON object");
-    auto wm = index.find("weight_map");
-    if (wm == index.end() || !wm->is_object()) {
-      return Corrupt("index has no \"weight_map\" object");
-    }
-    const std::string dir = fs::path(index_path).parent_path().string();
-    // Shards in the order of their first appearance in the sorted file names, so tensors are
-    // read file by file.
-    std::map<std::string, std::vector<std::string>> tensors_by_shard;
-    for (const auto& [tensor, file] : wm->items()) {
-      if (!file.is_string())
-        return Corrupt("weight_map entry " + Quote(tensor) + " is not a string");
-      tensors_by_shard[file.get<std::string>()].push_back(tensor);
-    }
-    if (tensors_by_shard.size() > options.max_shards) {
-      return LimitExceeded(std::to_string(tensors_by_shard.size()) +
-                           " shards is over the limit of " + std::to_string(options.max_shards));
-    }
-    for (const auto& [file, listed] : tensors_by_shard) {
-      MP_RETURN_IF_ERROR(CheckShardName(dir, file));
-      MP_ASSIGN_OR_RETURN(auto shard, FileReader::Open((fs::path(dir) / file).string(), options));
-      // The index and the shard must agree exactly on which tensors live there.
-      std::unordered_set<std::string> in_shard;
-      for (const auto& t : shard->tensors()) in_shard.insert(t.name);
-      for (const auto& name : listed) {
-        if (!in_shard.count(name)) {
-          return Corrupt("index maps tensor " + Quote(name) + " to " + Quote(file) +
-                         " but that shard does not hold it");
-        }
-      }
-      if (listed.size() != in_shard.size()) {
-        for (const auto& t : shard->tensors()) {
-          auto it = wm->find(t.name);
-          if (it == wm->end() || *it != file) {
-            return Corrupt("shard " + Quote(file) + " holds tensor " + Quote(t.name) +
-                           " that the index does not map to it");
-          }
-        }
-      }
-      const size_t shard_no = shards_.size();
-      for (size_t i = 0; i < shard->tensors().size(); ++i) {
-        infos_.push_back(shard->tensors()[i]);
-        where_.emplace_back(shard_no, i);
-      }
-      for (const auto& [key, value] : shard->metadata().items()) {
-        if (!metadata_.contains(key)) metadata_[key] = value;
-      }
-      shards_.push_back(std::move(shard));
-    }
-    return Status::Ok();
-  }
-
-  std::string index_path_;
-  std::vector<std::unique_ptr<FileReader>> shards_;
-  std::vector<TensorInfo> infos_;
-  std::vector<std::pair<size_t, size_t>> where_;
-  Json metadata_ = Json::object();
-};
 
 // The index file in `dir`, if any: model.safetensors.index.json, else the only
 // *.safetensors.index.json there.
@@ -586,11 +438,12 @@ std::string ShardName(const std::string& prefix, size_t k, size_t n) {
 Result<std::unique_ptr<ModelSource>> Open(const std::string& path, const ReadOptions& options) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
-    if (auto index = FindIndexInDir(path)) return ShardedReader::Open(*index, options);
+    if (auto index = FindIndexInDir(path))
+      return OpenShardedIndex(*index, options, FileReader::OpenSource);
     if (auto file = FindFileInDir(path)) return FileReader::Open(*file, options);
     return NotFound(path + ": folder holds no model.safetensors or *.safetensors.index.json");
   }
-  if (path.ends_with(".index.json")) return ShardedReader::Open(path, options);
+  if (path.ends_with(".index.json")) return OpenShardedIndex(path, options, FileReader::OpenSource);
   return FileReader::Open(path, options);
 }
 
