@@ -165,6 +165,48 @@ bool IsAllowedGlobal(std::string_view name) {
   return false;
 }
 
+// Genuine torch types without a modelport dtype: refused as unsupported, not as unsafe.
+constexpr std::string_view kUnsupportedTorchTypes[] = {
+    "torch.ComplexDoubleStorage",
+    "torch.complex128",
+    "torch.cdouble",
+    "torch.ComplexHalfStorage",
+    "torch.complex32",
+    "torch.QInt8Storage",
+    "torch.QUInt8Storage",
+    "torch.QInt32Storage",
+    "torch.QUInt4x2Storage",
+    "torch.QUInt2x4Storage",
+    "torch.quint8",
+    "torch.qint8",
+    "torch.qint32",
+    "torch.float8_e4m3fnuz",
+    "torch.float8_e5m2fnuz",
+    "torch._utils._rebuild_qtensor",
+    "torch._utils._rebuild_sparse_tensor",
+};
+
+bool IsUnsupportedTorchType(std::string_view name) {
+  for (auto t : kUnsupportedTorchTypes)
+    if (t == name) return true;
+  return false;
+}
+
+// TorchScript archives: the module's own classes (their code is never run here) and
+// torch.jit._pickle's helpers, which return their first argument unchanged.
+constexpr std::string_view kTorchScriptIdentities[] = {
+    "torch.jit._pickle.restore_type_tag", "torch.jit._pickle.build_intlist",
+    "torch.jit._pickle.build_tensorlist", "torch.jit._pickle.build_doublelist",
+    "torch.jit._pickle.build_boollist",
+};
+
+bool IsTorchScriptGlobal(std::string_view name) {
+  if (name.starts_with("__torch__.")) return true;
+  for (auto f : kTorchScriptIdentities)
+    if (f == name) return true;
+  return false;
+}
+
 bool ValidUtf8(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
@@ -227,8 +269,8 @@ int HexDigit(char c) {
 
 class Vm {
  public:
-  Vm(std::span<const uint8_t> bytes, const PickleLimits& limits, ScanReport* scan)
-      : bytes_(bytes), limits_(limits), scan_(scan) {}
+  Vm(std::span<const uint8_t> bytes, const PickleLimits& limits, PickleMode mode, ScanReport* scan)
+      : bytes_(bytes), limits_(limits), mode_(mode), scan_(scan) {}
 
   Status Run();
   PickleResult TakeResult() {
@@ -300,6 +342,14 @@ class Vm {
     if (out != nullptr) *out = v;
     return Push(v);
   }
+  // Scanning: the placeholder for a refused construct, named so later opcodes can say what
+  // they act on.
+  Status PushNamedOpaque(const std::string& name) {
+    Value* v = nullptr;
+    MP_RETURN_IF_ERROR(PushNew(ValueKind::kOpaque, &v));
+    v->text = name;
+    return Status::Ok();
+  }
   Status Pop(Value** out) {
     if (stack_.size() <= MarkBase()) return Err("stack underflow");
     *out = stack_.back();
@@ -356,6 +406,7 @@ class Vm {
 
   std::span<const uint8_t> bytes_;
   const PickleLimits& limits_;
+  PickleMode mode_;
   ScanReport* scan_;
   uint64_t pos_ = 0;
   uint64_t op_offset_ = 0;
@@ -416,9 +467,12 @@ Status Vm::Refuse(std::string callable, const char* opcode, std::string reason) 
 
 Status Vm::Global(std::string module, std::string name, const char* opcode) {
   const std::string full = module + "." + name;
-  const bool allowed = IsAllowedGlobal(full);
+  const bool allowed =
+      IsAllowedGlobal(full) || (mode_ == PickleMode::kTorchScript && IsTorchScriptGlobal(full));
   if (scan_ != nullptr) scan_->imports.push_back({full, opcode, op_offset_, allowed});
   Value* v = nullptr;
+  if (!allowed && scan_ == nullptr && IsUnsupportedTorchType(full))
+    return Unsupported("pickle uses '" + full + "', a torch type modelport cannot hold yet");
   if (!allowed) {
     MP_RETURN_IF_ERROR(
         Refuse(full, opcode, "pickle imports '" + full + "', which is not allow-listed"));
@@ -577,9 +631,11 @@ bool IsEmptyHooks(const Value* v) {
 }
 
 Result<Value*> Vm::PersistentLoad(Value* pid) {
-  if (pid->kind != ValueKind::kTuple || pid->items.size() != 5 ||
+  if (pid->kind != ValueKind::kTuple || pid->items.size() < 5 || pid->items.size() > 6 ||
       pid->items[0]->kind != ValueKind::kStr || pid->items[0]->text != "storage")
     return Unsupported("persistent_id is not a ('storage', class, key, location, numel) tuple");
+  if (pid->items.size() == 6 && pid->items[5]->kind != ValueKind::kNone)
+    return Unsupported("legacy persistent_id is a view of another storage (view_metadata)");
   const Value* cls = pid->items[1];
   const Value* key = pid->items[2];
   const Value* loc = pid->items[3];
@@ -618,6 +674,10 @@ Result<Value*> Vm::Apply(Value* callable, Value* args) {
   const std::string& f = callable->text;
   if (args->kind != ValueKind::kTuple) return Corrupt("arguments of '" + f + "' are not a tuple");
   const auto& a = args->items;
+  if (mode_ == PickleMode::kTorchScript && f.starts_with("torch.jit._pickle.")) {
+    if (a.empty()) return Corrupt("'" + f + "' called without arguments");
+    return const_cast<Value*>(a[0]);
+  }
   if (f == "torch._utils._rebuild_tensor_v2" || f == "torch._utils._rebuild_tensor_v3") {
     const bool v3 = f.back() == '3';
     const size_t min_args = v3 ? 7 : 6;
@@ -994,24 +1054,36 @@ Status Vm::Step(uint8_t op) {
       std::string_view line;
       MP_RETURN_IF_ERROR(ReadLine(&line));
       std::string out;
-      for (size_t k = 0; k < line.size(); ++k) {
+      for (size_t k = 0; k < line.size();) {
         const char c = line[k];
-        if (c == '\\' && k + 1 < line.size() && (line[k + 1] == 'u' || line[k + 1] == 'U')) {
-          const size_t digits = line[k + 1] == 'u' ? 4 : 8;
-          if (k + 1 + digits >= line.size()) return Err("bad \\u escape in UNICODE");
-          uint32_t cp = 0;
-          for (size_t d = 0; d < digits; ++d) {
-            const int h = HexDigit(line[k + 2 + d]);
-            if (h < 0) return Err("bad \\u escape in UNICODE");
-            cp = cp * 16 + static_cast<uint32_t>(h);
-          }
-          if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return Err("bad code point in UNICODE");
-          AppendUtf8(out, cp);
-          k += 1 + digits;
-        } else {
+        if (c != '\\') {
           AppendUtf8(out, static_cast<uint8_t>(c));  // latin-1
+          ++k;
+          continue;
         }
+        // As CPython's raw-unicode-escape: backslashes are literal, and \u or \U starts an
+        // escape only after an odd run of them (an even run keeps every backslash).
+        size_t run = 0;
+        while (k + run < line.size() && line[k + run] == '\\') ++run;
+        const size_t after = k + run;
+        const bool escape =
+            run % 2 == 1 && after < line.size() && (line[after] == 'u' || line[after] == 'U');
+        const size_t literal = escape ? run - 1 : run;
+        out.append(literal, '\\');
+        k += literal;
+        if (!escape) continue;
+        const size_t digits = line[k + 1] == 'u' ? 4 : 8;
+        if (k + 1 + digits >= line.size()) return Err("bad \\u escape in UNICODE");
+        uint32_t cp = 0;
+        for (size_t d = 0; d < digits; ++d) {
+          const int h = HexDigit(line[k + 2 + d]);
+          if (h < 0) return Err("bad \\u escape in UNICODE");
+          cp = cp * 16 + static_cast<uint32_t>(h);
+        }
+        if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+          return Err("bad code point in UNICODE");
+        AppendUtf8(out, cp);
+        k += 2 + digits;
       }
       MP_ASSIGN_OR_RETURN(v, New(ValueKind::kStr, out.size()));
       v->text = std::move(out);
@@ -1156,11 +1228,22 @@ Status Vm::Step(uint8_t op) {
       const std::string name =
           v->kind == ValueKind::kGlobal || v->kind == ValueKind::kOpaque ? v->text : "<non-global>";
       const char* opname = op == 0x81 ? "NEWOBJ" : "NEWOBJ_EX";
-      if (scan_ != nullptr) scan_->calls.push_back({name, opname, op_offset_, false});
+      // TorchScript objects are created empty (cls.__new__ runs no TorchScript code).
+      const bool script_object =
+          mode_ == PickleMode::kTorchScript && v->kind == ValueKind::kGlobal &&
+          v->text.starts_with("__torch__.") && args->kind == ValueKind::kTuple &&
+          args->items.empty() &&
+          (w == nullptr || (w->kind == ValueKind::kDict && w->entries.empty()));
+      if (scan_ != nullptr) scan_->calls.push_back({name, opname, op_offset_, script_object});
+      if (script_object) {
+        MP_RETURN_IF_ERROR(PushNew(ValueKind::kObject, &v));
+        v->text = name;
+        return Status::Ok();
+      }
       MP_RETURN_IF_ERROR(
           Refuse(name, opname,
                  std::string(opname) + " instantiates '" + name + "', which is not allow-listed"));
-      return PushNew(ValueKind::kOpaque);
+      return PushNamedOpaque(name);
     }
     case 'i': {  // INST module\nname\n: import and call with the marked args
       std::string_view module, name;
@@ -1174,7 +1257,7 @@ Status Vm::Step(uint8_t op) {
       }
       MP_RETURN_IF_ERROR(Refuse(
           full, "INST", "pickle instantiates '" + full + "' (INST), which is not allow-listed"));
-      return PushNew(ValueKind::kOpaque);
+      return PushNamedOpaque(full);
     }
     case 'o': {  // OBJ: MARK cls args...
       MP_RETURN_IF_ERROR(PopMark(&items));
@@ -1186,7 +1269,7 @@ Status Vm::Step(uint8_t op) {
       if (scan_ != nullptr) scan_->calls.push_back({name, "OBJ", op_offset_, false});
       MP_RETURN_IF_ERROR(Refuse(
           name, "OBJ", "pickle instantiates '" + name + "' (OBJ), which is not allow-listed"));
-      return PushNew(ValueKind::kOpaque);
+      return PushNamedOpaque(name);
     }
     case 'b': {  // BUILD: obj.__setstate__(state) or obj.__dict__.update(state)
       Value* state = nullptr;
@@ -1194,6 +1277,11 @@ Status Vm::Step(uint8_t op) {
       MP_RETURN_IF_ERROR(Top(&v));
       if (scan_ != nullptr && v->kind == ValueKind::kOpaque) {
         scan_->calls.push_back({v->text, "BUILD", op_offset_, false});
+        return Status::Ok();
+      }
+      if (v->kind == ValueKind::kObject && v->attributes == nullptr) {
+        if (scan_ != nullptr) scan_->calls.push_back({v->text, "BUILD", op_offset_, true});
+        v->attributes = state;
         return Status::Ok();
       }
       // torch's state_dict is an OrderedDict with a `_metadata` attribute: plain data only.
@@ -1282,16 +1370,18 @@ std::string_view PickleOpcodeName(uint8_t op) {
   return "unknown";
 }
 
-Result<PickleResult> Unpickle(std::span<const uint8_t> bytes, const PickleLimits& limits) {
-  Vm vm(bytes, limits, nullptr);
+Result<PickleResult> Unpickle(std::span<const uint8_t> bytes, const PickleLimits& limits,
+                              PickleMode mode) {
+  Vm vm(bytes, limits, mode, nullptr);
   MP_RETURN_IF_ERROR(vm.Run());
   return vm.TakeResult();
 }
 
-Result<ScanReport> ScanPickle(std::span<const uint8_t> bytes, const PickleLimits& limits) {
+Result<ScanReport> ScanPickle(std::span<const uint8_t> bytes, const PickleLimits& limits,
+                              PickleMode mode) {
   if (bytes.empty()) return Corrupt("pickle is empty");
   ScanReport report;
-  Vm vm(bytes, limits, &report);
+  Vm vm(bytes, limits, mode, &report);
   report.stream_status = vm.Run();
   report.end_offset = vm.pos();
   return report;

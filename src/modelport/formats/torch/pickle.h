@@ -46,6 +46,17 @@ enum class ValueKind : uint8_t {
   kTensor,     ///< torch._utils._rebuild_tensor_v2/_v3
   kParameter,  ///< torch._utils._rebuild_parameter: items[0] is the tensor
   kOpaque,     ///< ScanPickle only: the result of something refused (never in Unpickle output)
+  kObject,     ///< PickleMode::kTorchScript only: an object of a `__torch__.*` class (text);
+               ///< `attributes` is its BUILD state
+};
+
+/// What a pickle may build beyond plain data and torch.save's constructs.
+enum class PickleMode : uint8_t {
+  kCheckpoint,  ///< torch.save output: the allow-list only
+  /// torch.jit.save's data.pkl/constants.pkl: also objects of `__torch__.*` classes (created
+  /// empty by NEWOBJ, their attributes set by BUILD; the classes' TorchScript code is never
+  /// run) and torch.jit._pickle's identity helpers (restore_type_tag, build_*list).
+  kTorchScript,
 };
 
 /// A storage as the checkpoint names it; its bytes live in `data/<key>` of the archive.
@@ -56,6 +67,8 @@ struct StorageRef {
   std::string location;  ///< "cpu", "cuda:0", ...
   int64_t numel = 0;     ///< elements of `dtype` (bytes for UntypedStorage)
 };
+// Legacy checkpoints (torch < 1.6) add a sixth element, view_metadata; only None (the storage
+// itself, not a view of another) is accepted.
 
 /// A tensor view of a storage.
 struct TensorRef {
@@ -79,7 +92,7 @@ struct Value {
   std::optional<DType> dtype;       ///< kGlobal of a torch dtype
   std::vector<const Value*> items;  ///< tuple/list/set elements; kParameter: {tensor}
   std::vector<std::pair<const Value*, const Value*>> entries;  ///< dict, insertion-ordered
-  /// BUILD state applied to an OrderedDict (torch's state_dict `_metadata`), else null.
+  /// BUILD state applied to an OrderedDict (torch's state_dict `_metadata`) or a kObject.
   const Value* attributes = nullptr;
   std::shared_ptr<const StorageRef> storage;  ///< kStorage
   std::shared_ptr<const TensorRef> tensor;    ///< kTensor, kParameter
@@ -99,7 +112,8 @@ struct PickleResult {
 /// Unpickles `bytes` (one pickle, up to its STOP; trailing bytes are left to the caller, see
 /// end_offset). Errors: Unsafe (a global or call outside the allow-list, named exactly),
 /// Corrupt (with the byte offset and opcode name), LimitExceeded, Unsupported.
-Result<PickleResult> Unpickle(std::span<const uint8_t> bytes, const PickleLimits& limits = {});
+Result<PickleResult> Unpickle(std::span<const uint8_t> bytes, const PickleLimits& limits = {},
+                              PickleMode mode = PickleMode::kCheckpoint);
 
 /// One global import or call that a pickle makes.
 struct PickleCall {
@@ -122,7 +136,10 @@ struct ScanReport {
 /// Scans one pickle: records every import and call, and the reasons for refusing them, without
 /// stopping at the first. Returns an error only for an empty input; a broken stream is
 /// reported in stream_status with everything seen before it.
-Result<ScanReport> ScanPickle(std::span<const uint8_t> bytes, const PickleLimits& limits = {});
+/// In kTorchScript mode `__torch__.*` classes count as allowed (the caller says the file is
+/// TorchScript, whose code torch.jit.load would run).
+Result<ScanReport> ScanPickle(std::span<const uint8_t> bytes, const PickleLimits& limits = {},
+                              PickleMode mode = PickleMode::kCheckpoint);
 
 /// The pickle opcode name of `op` ("BINUNICODE"), or "unknown".
 std::string_view PickleOpcodeName(uint8_t op);

@@ -161,6 +161,17 @@ open(sys.argv[1], 'wb').write(pickle.dumps({'a': [1, -5, 2**70 // 2**10, 2.5, 'x
   auto s = Unpickle(Bytes("S'ab\\x41\\n'\n."));
   ASSERT_TRUE(s.has_value()) << s.status().ToString();
   EXPECT_EQ(s->root->text, "abA\n");
+
+  // UNICODE (raw-unicode-escape) as CPython decodes it: \u is an escape only after an odd run
+  // of backslashes (values from pickle.loads).
+  for (const auto& [line, want] :
+       std::vector<std::pair<std::string, std::string>>{{"V\\\\u0041\n.", "\\\\u0041"},
+                                                        {"V\\\\\\u0041\n.", "\\\\A"},
+                                                        {"V\\x\\u00e9\n.", "\\x\xc3\xa9"}}) {
+    auto u = Unpickle(Bytes(line));
+    ASSERT_TRUE(u.has_value()) << u.status().ToString();
+    EXPECT_EQ(u->root->text, want) << line;
+  }
 }
 
 TEST(PickleTest, Protocol2BytesUseCodecsEncodeAndSetsAreRefused) {

@@ -414,8 +414,9 @@ Status Reader::CheckLocal(Entry& e, uint64_t& end) const {
     return Corrupt("local header says method " + Num(method) + ", central directory says " +
                    Num(e.method));
   }
+  // The central directory was checked already: an encryption bit set only here is tampering.
   if (flags & (kFlagEncrypted | kFlagStrongEncryption | kFlagMaskedHeaders)) {
-    return Unsupported("entry is encrypted");
+    return Corrupt("local header says encrypted, central directory does not (they disagree)");
   }
   if ((flags & kFlagDescriptor) != (e.flags & kFlagDescriptor)) {
     return Corrupt("local header and central directory disagree about the data descriptor flag");
