@@ -38,6 +38,7 @@
 #include "modelport/formats/format.h"
 #include "modelport/formats/gguf/gguf.h"
 #include "modelport/formats/safetensors/safetensors.h"
+#include "modelport/formats/torch/torch.h"
 
 extern char** environ;
 
@@ -507,8 +508,10 @@ struct ConvertResult {
   int64_t base_rss_kib = 0;
 };
 
-/// The child: open SRC, cast floats to f16, write DST; prints one JSON line.
-int ConvertChild(const std::string& src_path, const std::string& dst_path, const std::string& io) {
+/// The child: open SRC, cast floats to f16 (cast "f16") or not ("none"), write DST as
+/// safetensors; prints one JSON line.
+int ConvertChild(const std::string& src_path, const std::string& dst_path, const std::string& io,
+                 const std::string& cast_to) {
   // Reset the peak RSS (VmHWM) to the current RSS (proc(5), clear_refs "5").
   std::ofstream("/proc/self/clear_refs") << "5";
   std::atomic<bool> stop{false};
@@ -526,8 +529,12 @@ int ConvertChild(const std::string& src_path, const std::string& dst_path, const
   options.io_mode = io == "pread" ? IoMode::kPread : IoMode::kMmap;
   const auto start = Clock::now();
   auto src = Take(OpenModel(src_path, options), "convert: open " + src_path);
-  auto cast = CastFloats(*src, DType::kF16);
-  Check(safetensors::Write(*cast, dst_path, {}), "convert: write " + dst_path);
+  if (cast_to == "f16") {
+    auto cast = CastFloats(*src, DType::kF16);
+    Check(safetensors::Write(*cast, dst_path, {}), "convert: write " + dst_path);
+  } else {
+    Check(safetensors::Write(*src, dst_path, {}), "convert: write " + dst_path);
+  }
   const double ms = MsSince(start);
   stop.store(true);
   sampler.join();
@@ -539,9 +546,9 @@ int ConvertChild(const std::string& src_path, const std::string& dst_path, const
   return 0;
 }
 
-ConvertResult RunConvertChild(const std::string& src, const std::string& dst,
-                              const std::string& io) {
-  auto [code, out] = Spawn({"/proc/self/exe", "--convert-child", src, dst, io});
+ConvertResult RunConvertChild(const std::string& src, const std::string& dst, const std::string& io,
+                              const std::string& cast_to = "f16") {
+  auto [code, out] = Spawn({"/proc/self/exe", "--convert-child", src, dst, io, cast_to});
   if (code != 0) Die("convert child failed (exit " + std::to_string(code) + ")");
   const Json j = Json::parse(out, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) Die("convert child printed no JSON: " + out);
@@ -648,7 +655,7 @@ struct Options {
 };
 
 struct Peers {
-  Stat torch_load, torch_save, torch_save_fsync, np_load, np_save;
+  Stat torch_load, torch_save, torch_save_fsync, torch_load_save, np_load, np_save;
   std::string versions;
 };
 
@@ -675,6 +682,7 @@ Peers RunPeers(const Options& opt, const std::string& model_path) {
   p.torch_load = stat("torch_load_ms");
   p.torch_save = stat("torch_save_ms");
   p.torch_save_fsync = stat("torch_save_fsync_ms");
+  p.torch_load_save = stat("torch_load_save_ms");
   p.np_load = stat("np_load_ms");
   p.np_save = stat("np_save_ms");
   p.versions = j.value("versions", "");
@@ -1070,6 +1078,54 @@ int RunBench(const Options& opt) {
     Remove(st_path);
   }
 
+  // PyTorch: the same weights as a zip checkpoint written by torch.save (peers.py leaves it in
+  // DIR/model.pt; without peers modelport writes the same layout). Converting it to safetensors
+  // is held to `cat in > out` [C] of the .pt and to torch.load + torch.save of the same weights.
+  {
+    const std::string pt_path = opt.dir + "/model.pt", out_path = opt.dir + "/from_pt.safetensors";
+    if (access(pt_path.c_str(), R_OK) != 0) {
+      auto src = Take(OpenModel(model_path), "open");
+      WriteOptions scratch_write;
+      scratch_write.durable = false;
+      Check(torch::Write(*src, pt_path, scratch_write), "write " + pt_path);
+    }
+    Cat(pt_path);
+    const uint64_t pt_bytes = FileSize(pt_path);
+    const Stat cat = Summarize(Time(
+        reps, nullptr, [&] { CatTo(pt_path, scratch); }, [&] { Remove(scratch); }));
+    rows.push_back({.name = "-- torch (1 GiB .pt, zip checkpoint)"});
+    rows.push_back({.name = "cat in > out, the .pt [C]", .time = cat, .bytes = pt_bytes});
+    const Stat open_pt = Summarize(Time(
+        reps, nullptr, [&] { (void)Take(OpenModel(pt_path), "open .pt"); }, nullptr));
+    rows.push_back({.name = "open .pt (pickle VM, index only)",
+                    .time = open_pt,
+                    .target = "< 5 ms: " + Verdict(open_pt.ms < 5)});
+    int64_t peak_kib = 0;
+    std::vector<double> ms;
+    for (int i = 0; i <= reps; ++i) {  // run 0 is the warm-up
+      Remove(out_path);
+      const ConvertResult r = RunConvertChild(pt_path, out_path, "mmap", "none");
+      peak_kib = std::max(peak_kib, r.peak_anon_kib - r.base_anon_kib);
+      if (i > 0) ms.push_back(r.ms);
+    }
+    Remove(out_path);
+    const Stat t = Summarize(ms);
+    const double peak_mib = static_cast<double>(peak_kib) / 1024;
+    rows.push_back(
+        {.name = "convert .pt -> safetensors",
+         .time = t,
+         .bytes = pt_bytes,
+         .vs_limit = VsLimit(t.ms, cat.ms, "C"),
+         .vs_peer = VsPeer(t.ms, peers.torch_load_save, "torch.load+save"),
+         .target = "<= 2x C: " + Verdict(t.ms <= 2 * cat.ms) +
+                   (peers.torch_load_save.ms > 0
+                        ? ", >= 2x peer: " + Verdict(peers.torch_load_save.ms >= 2 * t.ms)
+                        : "")});
+    rows.push_back({.name = "  its heap peak",
+                    .target = Fmt("+%.0f MiB", peak_mib) + Fmt(" <= %.0f MiB: ", cap_mib) +
+                              Verdict(peak_mib <= cap_mib)});
+  }
+
   std::printf("\nload average at end: %s\n", LoadAvg().c_str());
   std::printf(
       "L = read() of the model file (page cache) into a fresh 2 MiB-aligned MADV_HUGEPAGE "
@@ -1094,8 +1150,8 @@ int RunBench(const Options& opt) {
 
 int Main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.size() == 4 && args[0] == "--convert-child") {
-    return ConvertChild(args[1], args[2], args[3]);
+  if (args.size() == 5 && args[0] == "--convert-child") {
+    return ConvertChild(args[1], args[2], args[3], args[4]);
   }
   Options opt;
   for (size_t i = 0; i < args.size(); ++i) {

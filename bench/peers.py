@@ -136,6 +136,11 @@ def main():
                 os.fsync(f.fileno())
 
         out["torch_save_fsync_ms"] = timed(args.reps, save_fsync, lambda: remove(scratch_pt))
+        # The peer of `modelport convert model.pt out`: load the checkpoint, save its weights.
+        log("torch.load + torch.save x", args.reps)
+        out["torch_load_save_ms"] = timed(args.reps, lambda: torch.save(torch.load(pt_path),
+                                                                        scratch_pt),
+                                          lambda: remove(scratch_pt))
         out["pt_bytes"] = os.path.getsize(pt_path)
         del sd
 

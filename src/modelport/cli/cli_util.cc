@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <cctype>
@@ -354,6 +355,18 @@ void PrintDigests(const ModelSource& source, const Digests& digests) {
   for (size_t i = 0; i < infos.size(); ++i) {
     std::printf("  %s  %s\n", digests.tensor_sha256[i].c_str(), infos[i].name.c_str());
   }
+}
+
+void AddKeyOption(CLI::App* sub, std::string* key) {
+  sub->add_option("--key", *key,
+                  "checkpoints that nest their tensors: the dotted key of the state dict to read "
+                  "(PyTorch {\"state_dict\": ..., \"ema\": ...}); default: the state dict found");
+}
+
+ReadOptions KeyOptions(const std::string& key) {
+  ReadOptions options;
+  options.select_key = key;
+  return options;
 }
 
 }  // namespace mp::cli

@@ -25,6 +25,7 @@
 #include "modelport/core/parallel.h"
 #include "modelport/core/status.h"
 #include "modelport/core/tensor.h"
+#include "modelport/formats/format.h"
 
 namespace CLI {
 class App;
@@ -65,6 +66,12 @@ Command AddConvertCommand(CLI::App& app);
 Command AddVerifyCommand(CLI::App& app);
 Command AddDiffCommand(CLI::App& app);
 Command AddHashCommand(CLI::App& app);
+Command AddScanCommand(CLI::App& app);
+
+/// Adds `--key PATH` (which nested state dict of a checkpoint to read) to a subcommand.
+void AddKeyOption(CLI::App* sub, std::string* key);
+/// ReadOptions with select_key = `key`.
+ReadOptions KeyOptions(const std::string& key);
 
 /// Parses a byte size: plain bytes ("1048576") or a number with a unit, case-insensitive,
 /// optionally fractional ("5GB", "1.5 GB", "500MB", "2GiB"). Decimal units are powers of 1000

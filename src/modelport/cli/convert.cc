@@ -26,6 +26,7 @@ namespace fs = std::filesystem;
 
 struct ConvertOptions {
   std::string src;
+  std::string key;
   std::string dst;
   std::string to;
   std::string dtype;
@@ -147,7 +148,7 @@ Status Convert(const ConvertOptions& opt) {
                            "write shards into the folder)");
   }
 
-  MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source, OpenModel(opt.src));
+  MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source, OpenModel(opt.src, KeyOptions(opt.key)));
   const FormatDescriptor* format = nullptr;
   if (opt.to.empty() && dst_is_folder) {
     MP_ASSIGN_OR_RETURN(format, FindFormat(source->format()));
@@ -259,6 +260,7 @@ Command AddConvertCommand(CLI::App& app) {
                   "add or replace a metadata key: KEY=VALUE, repeatable; VALUE is kept typed "
                   "when it is JSON (4096, true), else a string (e.g. --meta general.name=tiny)");
   sub->add_flag("--force", opt->force, "replace an existing DST");
+  AddKeyOption(sub, &opt->key);
   sub->add_flag("--json", opt->json, "print one JSON document on stdout");
   return {sub, [opt] { return ReportError(Convert(*opt)); }};
 }

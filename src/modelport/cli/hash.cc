@@ -17,11 +17,13 @@ namespace {
 
 struct HashOptions {
   std::string path;
+  std::string key;
   bool json = false;
 };
 
 Status Hash(const HashOptions& opt) {
-  MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source, OpenModel(opt.path));
+  MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source,
+                      OpenModel(opt.path, KeyOptions(opt.key)));
   Digests digests;
   {
     ProgressBar progress("hashing");
@@ -48,6 +50,7 @@ Command AddHashCommand(CLI::App& app) {
       "Print the SHA-256 of every file of a model and every tensor's content digest (over "
       "dtype, shape and bytes: equal weights give equal digests in any container).");
   sub->add_option("PATH", opt->path, "model file, sharded index, or folder")->required();
+  AddKeyOption(sub, &opt->key);
   sub->add_flag("--json", opt->json, "print one JSON document on stdout");
   return {sub, [opt] { return ReportError(Hash(*opt)); }};
 }

@@ -3,8 +3,9 @@
 //
 // --json fields: "path", "format", "shards" (data files: 1 unless sharded), "files" (their
 // paths), "index" (sharded only: the index path), "tensor_count", "parameters" (total element
-// count), "total_bytes", "metadata" (the format's metadata object), "tensors": [{"name",
-// "dtype", "shape", "bytes"}].
+// count), "total_bytes", "metadata" (the format's metadata object), "notes" (how the file was
+// read: TorchScript, tied or shared tensors, which state dict), "tensors": [{"name", "dtype",
+// "shape", "bytes"}].
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -19,6 +20,7 @@ namespace {
 
 struct InspectOptions {
   std::string path;
+  std::string key;
   bool json = false;
 };
 
@@ -48,7 +50,8 @@ std::string MetadataValueText(const Json& value) {
 }
 
 Status Inspect(const InspectOptions& opt) {
-  MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source, OpenModel(opt.path));
+  MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source,
+                      OpenModel(opt.path, KeyOptions(opt.key)));
   const ModelFiles files = source->files();
   MP_ASSIGN_OR_RETURN(const uint64_t parameters, source->TotalElements());
   MP_ASSIGN_OR_RETURN(const uint64_t total_bytes, source->TotalBytes());
@@ -65,6 +68,7 @@ Status Inspect(const InspectOptions& opt) {
     doc["parameters"] = parameters;
     doc["total_bytes"] = total_bytes;
     doc["metadata"] = source->metadata().is_null() ? Json::object() : source->metadata();
+    doc["notes"] = source->notes();
     Json tensors = Json::array();
     for (const TensorInfo& t : infos) {
       tensors.push_back({{"name", t.name},
@@ -94,6 +98,10 @@ Status Inspect(const InspectOptions& opt) {
       std::printf("  %s: %s\n", key.c_str(), MetadataValueText(value).c_str());
     }
   }
+  if (const auto notes = source->notes(); !notes.empty()) {
+    std::printf("notes:\n");
+    for (const auto& note : notes) std::printf("  - %s\n", note.c_str());
+  }
   std::printf("\n");
   Table table({"name", "dtype", "shape", "bytes"}, {false, false, false, true});
   for (const TensorInfo& t : infos) {
@@ -113,6 +121,7 @@ Command AddInspectCommand(CLI::App& app) {
       "Show a model's format, tensors (name, dtype, shape, bytes), parameter count, "
       "total bytes, metadata and shards. Reads only the index, never tensor data.");
   sub->add_option("PATH", opt->path, "model file, sharded index, or folder")->required();
+  AddKeyOption(sub, &opt->key);
   sub->add_flag("--json", opt->json, "print one JSON document on stdout");
   return {sub, [opt] { return ReportError(Inspect(*opt)); }};
 }

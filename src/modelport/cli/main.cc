@@ -1,4 +1,4 @@
-// `modelport`: inspect, convert, verify, diff and hash model files. Each subcommand lives in
+// `modelport`: inspect, convert, verify, diff, hash and scan model files. Each subcommand lives in
 // the file named after it; exit codes and shared output helpers are in cli_util.h.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -16,7 +16,7 @@ namespace {
 int Main(int argc, char** argv) {
   using namespace mp::cli;
   CLI::App app(
-      "modelport: inspect, convert, verify, diff and hash ML model files without "
+      "modelport: inspect, convert, verify, diff, hash and scan ML model files without "
       "executing anything they contain.",
       "modelport");
   app.set_version_flag("--version", "modelport " MODELPORT_VERSION);
@@ -25,9 +25,13 @@ int Main(int argc, char** argv) {
   app.fallthrough(false);
 
   const std::vector<Command> commands = {AddInspectCommand(app), AddConvertCommand(app),
-                                         AddVerifyCommand(app), AddDiffCommand(app),
-                                         AddHashCommand(app)};
-  for (const Command& c : commands) c.app->footer(std::string(ExitCodeHelp()));
+                                         AddVerifyCommand(app),  AddDiffCommand(app),
+                                         AddHashCommand(app),    AddScanCommand(app)};
+  // A subcommand's own footer (scan's verdicts and exit codes) comes before the shared table.
+  for (const Command& c : commands) {
+    const std::string own = c.app->get_footer();
+    c.app->footer((own.empty() ? "" : own + "\n\n") + std::string(ExitCodeHelp()));
+  }
 
   try {
     app.parse(argc, argv);

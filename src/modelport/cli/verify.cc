@@ -18,11 +18,13 @@ namespace {
 
 struct VerifyOptions {
   std::string path;
+  std::string key;
   bool json = false;
 };
 
 Status Verify(const VerifyOptions& opt) {
-  MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source, OpenModel(opt.path));
+  MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source,
+                      OpenModel(opt.path, KeyOptions(opt.key)));
   MP_ASSIGN_OR_RETURN(const uint64_t total_bytes, source->TotalBytes());
   Digests digests;
   {
@@ -70,6 +72,7 @@ Command AddVerifyCommand(CLI::App& app) {
       "file (each shard of a sharded model) and every tensor's content digest. Exits non-zero "
       "on any problem.");
   sub->add_option("PATH", opt->path, "model file, sharded index, or folder")->required();
+  AddKeyOption(sub, &opt->key);
   sub->add_flag("--json", opt->json, "print one JSON document on stdout");
   return {sub, [opt] { return RunVerify(*opt); }};
 }

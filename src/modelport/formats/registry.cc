@@ -6,6 +6,7 @@
 #include "modelport/formats/gguf/gguf.h"
 #include "modelport/formats/numpy/numpy.h"
 #include "modelport/formats/safetensors/safetensors.h"
+#include "modelport/formats/torch/torch.h"
 
 namespace mp {
 namespace {
@@ -31,6 +32,17 @@ const std::vector<FormatDescriptor>& Table() {
           .detect_dir = gguf::DetectDir,
           .open = gguf::Open,
           .write = gguf::Write,
+      },
+      {
+          .name = "torch",
+          .extensions = {".pt", ".pth", ".bin", ".ckpt"},
+          // Hugging Face shards both ways (pytorch_model.bin.index.json).
+          .caps = {.read = true, .write = true, .zero_copy = true, .sharded = true},
+          .detect_bytes = torch::kDetectBytes,
+          .detect = torch::Detect,
+          .detect_dir = torch::DetectDir,
+          .open = torch::Open,
+          .write = torch::Write,
       },
       {
           // .npz first: a model of several tensors; .npy holds exactly one.
