@@ -51,6 +51,12 @@ announce "cmp <($MP hash $MODEL | sed -n '/^tensors:/,\$p')" \
 cmp <(tensor_digests "$MODEL") <(tensor_digests "$OUT/tiny-gpt2-sharded")
 echo "tensor digests of $MODEL and $OUT/tiny-gpt2-sharded are identical"
 
+# PyTorch: a zip checkpoint torch.load(weights_only=True) loads; read back without running
+# pickle, bit-exact; `scan` judges it safe (exit 0).
+run "$MP" convert "$MODEL" "$OUT/tiny-gpt2.pt"
+run "$MP" diff "$MODEL" "$OUT/tiny-gpt2.pt"
+run "$MP" scan "$OUT/tiny-gpt2.pt"
+
 # A damaged file is refused with one line on stderr and exit code 4 (input rejected).
 announce head -c 100000 "$MODEL" ">$OUT/truncated.safetensors"
 head -c 100000 "$MODEL" >"$OUT/truncated.safetensors"

@@ -766,3 +766,30 @@ TEST(ZipCrc, CombineMatchesWhole) {
 
 }  // namespace
 }  // namespace mp::zip
+
+namespace mp::zip {
+namespace {
+
+// Large spans are checked on several threads and the pieces combined: the result must be
+// zlib's own CRC of the whole span, for sizes that do not split evenly and a running CRC.
+TEST(Crc32Test, ParallelCrcOfLargeSpansEqualsZlib) {
+  std::vector<uint8_t> data((size_t{40} << 20) + 12345);
+  uint32_t x = 0x9e3779b9;
+  for (auto& b : data) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b = static_cast<uint8_t>(x);
+  }
+  for (size_t size : {data.size(), (size_t{16} << 20), (size_t{16} << 20) - 1, size_t{33554433}}) {
+    SCOPED_TRACE(size);
+    const std::span<const uint8_t> span(data.data(), size);
+    EXPECT_EQ(Crc32(span), static_cast<uint32_t>(::crc32_z(0, span.data(), span.size())));
+    const uint32_t running = 0x12345678;
+    EXPECT_EQ(Crc32(span, running),
+              static_cast<uint32_t>(::crc32_z(running, span.data(), span.size())));
+  }
+}
+
+}  // namespace
+}  // namespace mp::zip
