@@ -132,6 +132,8 @@ TEST_F(TorchCheckpoints, DeflatedAndZip64ArchivesReadBitExactly) {
   ExpectCaseReadsExactly("zip64");
 }
 
+TEST_F(TorchCheckpoints, BigEndianByteOrderIsSwapped) { ExpectCaseReadsExactly("big_endian"); }
+
 TEST_F(TorchCheckpoints, LegacyFormatReadsBitExactly) { ExpectCaseReadsExactly("legacy"); }
 
 TEST_F(TorchCheckpoints, ViewsSlicesAndStridesFollowTheStorage) {

@@ -109,6 +109,23 @@ def rewrite_zip(src, dst, compression, force_zip64):
                 f.write(zin.read(info.filename))
 
 
+def rewrite_big_endian(src, dst, element_sizes):
+    """torch's file as a big-endian machine writes it: byteorder "big", each storage's elements
+    byte-swapped (element_sizes: storage key -> bytes per element)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        folder = zin.namelist()[0].partition("/")[0]
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            rest = info.filename.partition("/")[2]
+            if rest == "byteorder":
+                continue
+            if rest.startswith("data/"):
+                n = element_sizes[rest[5:]]
+                data = b"".join(data[i:i + n][::-1] for i in range(0, len(data), n))
+            zout.writestr(info, data)
+        zout.writestr(folder + "/byteorder", b"big")  # torch 1.13 writes none (little)
+
+
 def case(tensors, aliases=None, metadata=None, key="", **flags):
     # A snapshot: training below changes the module's tensors after some files were saved.
     tensors = OrderedDict((k, t.detach().clone()) for k, t in tensors.items())
@@ -134,6 +151,15 @@ def main():
         cases[variant] = case(sd)
     torch.save(sd, os.path.join(d, "legacy.pt"), _use_new_zipfile_serialization=False)
     cases["legacy"] = case(sd, legacy=True)
+
+    # One storage per tensor, keys 0, 1, 2 in pickling order.
+    be = OrderedDict([("f32", torch.tensor([1.5, -2.0, 3.25])),
+                      ("i64", torch.tensor([1, -2, 1 << 40])),
+                      ("f16", torch.tensor([0.5, -65504.0], dtype=torch.float16))])
+    torch.save(be, os.path.join(d, "little.pt"))
+    rewrite_big_endian(os.path.join(d, "little.pt"), os.path.join(d, "big_endian.pt"),
+                       {"0": 4, "1": 8, "2": 2})
+    cases["big_endian"] = case(be)
 
     v = views()
     torch.save(v, os.path.join(d, "views.pt"))
