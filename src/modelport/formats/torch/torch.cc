@@ -418,8 +418,12 @@ class CheckpointReader final : public ModelSource {
       const size_t storage = it->second;
       // The view's identity: dtype, offset, size, stride.
       std::string view = std::string(DTypeName(t.dtype)) + "@" + Num(t.storage_offset);
-      for (size_t d = 0; d < t.size.size(); ++d)
-        view += "," + std::to_string(t.size[d]) + ":" + std::to_string(t.stride[d]);
+      for (size_t d = 0; d < t.size.size(); ++d) {
+        view += ',';
+        view += std::to_string(t.size[d]);
+        view += ':';
+        view += std::to_string(t.stride[d]);
+      }
       auto [vit, fresh] = views.emplace(std::make_pair(storage, view), nt.name);
       if (!fresh) {
         aliases[nt.name] = vit->second;
