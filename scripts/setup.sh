@@ -11,8 +11,9 @@ PACKAGES=(
   # libraries
   nlohmann-json3-dev libcli11-dev libssl-dev libxxhash-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libprotobuf-dev protobuf-compiler libonnx-dev  # ONNX: protobuf runtime + the onnx.proto classes
   # oracle tests and the benchmark's peers (run with /usr/bin/python3)
-  python3 python3-numpy python3-torch
+  python3 python3-numpy python3-torch python3-onnx libonnx-testdata
 )
 
 # One dpkg-query for all packages; unknown ones print nothing (and make it exit 1).

@@ -5,7 +5,8 @@
 // paths), "index" (sharded only: the index path), "tensor_count", "parameters" (total element
 // count), "total_bytes", "metadata" (the format's metadata object), "notes" (how the file was
 // read: TorchScript, tied or shared tensors, which state dict), "tensors": [{"name", "dtype",
-// "shape", "bytes"}].
+// "shape", "bytes"}]; ONNX models add "graph" (onnx::GraphInfoJson: inputs, outputs, opsets,
+// producer, IR version, node count by op type, metadata_props).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -14,6 +15,7 @@
 
 #include "modelport/cli/cli_util.h"
 #include "modelport/formats/format.h"
+#include "modelport/formats/onnx/onnx.h"
 
 namespace mp::cli {
 namespace {
@@ -49,6 +51,33 @@ std::string MetadataValueText(const Json& value) {
   return out + "... ]";
 }
 
+std::string ValueText(const onnx::ValueInfo& v) {
+  std::string dims;
+  for (const std::string& d : v.dims) dims += (dims.empty() ? "" : ", ") + d;
+  return v.name + ": " + v.type + (v.has_shape ? " [" + dims + "]" : "");
+}
+
+// The graph of an ONNX model: what goes in and out, which operators, which opsets.
+void PrintGraph(const onnx::GraphInfo& g) {
+  std::printf("graph:\n");
+  std::printf("  ir version:  %lld\n", static_cast<long long>(g.ir_version));
+  std::printf("  producer:    %s %s\n", g.producer_name.c_str(), g.producer_version.c_str());
+  std::string opsets;
+  for (const auto& [domain, version] : g.opsets) {
+    opsets += (opsets.empty() ? "" : ", ") + (domain.empty() ? "ai.onnx" : domain) + " " +
+              std::to_string(version);
+  }
+  std::printf("  opsets:      %s\n", opsets.c_str());
+  for (const auto& v : g.inputs) std::printf("  input:       %s\n", ValueText(v).c_str());
+  for (const auto& v : g.outputs) std::printf("  output:      %s\n", ValueText(v).c_str());
+  std::string ops;
+  for (const auto& [op, n] : g.op_counts) {
+    ops += (ops.empty() ? "" : ", ") + op + " " + std::to_string(n);
+  }
+  std::printf("  nodes:       %llu (%s)\n", static_cast<unsigned long long>(g.node_count),
+              ops.c_str());
+}
+
 Status Inspect(const InspectOptions& opt) {
   MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> source,
                       OpenModel(opt.path, KeyOptions(opt.key)));
@@ -69,6 +98,9 @@ Status Inspect(const InspectOptions& opt) {
     doc["total_bytes"] = total_bytes;
     doc["metadata"] = source->metadata().is_null() ? Json::object() : source->metadata();
     doc["notes"] = source->notes();
+    if (const auto* o = dynamic_cast<const onnx::OnnxSource*>(source.get())) {
+      doc["graph"] = onnx::GraphInfoJson(o->graph_info());
+    }
     Json tensors = Json::array();
     for (const TensorInfo& t : infos) {
       tensors.push_back({{"name", t.name},
@@ -97,6 +129,9 @@ Status Inspect(const InspectOptions& opt) {
     for (const auto& [key, value] : metadata.items()) {
       std::printf("  %s: %s\n", key.c_str(), MetadataValueText(value).c_str());
     }
+  }
+  if (const auto* o = dynamic_cast<const onnx::OnnxSource*>(source.get())) {
+    PrintGraph(o->graph_info());
   }
   if (const auto notes = source->notes(); !notes.empty()) {
     std::printf("notes:\n");

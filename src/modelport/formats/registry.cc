@@ -5,6 +5,7 @@
 #include "modelport/formats/format.h"
 #include "modelport/formats/gguf/gguf.h"
 #include "modelport/formats/numpy/numpy.h"
+#include "modelport/formats/onnx/onnx.h"
 #include "modelport/formats/safetensors/safetensors.h"
 #include "modelport/formats/torch/torch.h"
 
@@ -54,6 +55,18 @@ const std::vector<FormatDescriptor>& Table() {
           .detect_dir = nullptr,
           .open = numpy::Open,
           .write = numpy::Write,
+      },
+      {
+          // Reading only for now: convert refuses to write ONNX ("writing onnx is not
+          // supported"). Raw initializer data is zero-copy; typed fields are decoded.
+          .name = "onnx",
+          .extensions = {".onnx"},
+          .caps = {.read = true, .write = false, .zero_copy = true, .sharded = false},
+          .detect_bytes = onnx::kDetectBytes,
+          .detect = onnx::Detect,
+          .detect_dir = nullptr,
+          .open = onnx::Open,
+          .write = nullptr,
       },
   };
   return kFormats;

@@ -1,0 +1,91 @@
+// ONNX models (spec: https://github.com/onnx/onnx/blob/main/docs/IR.md, docs/ExternalData.md;
+// schema: onnx/onnx.proto, installed by libonnx-dev).
+//
+// A .onnx file is one serialized protobuf ModelProto; every field is [tag varint = field << 3 |
+// wire type][value], with length-delimited (wire type 2) values prefixed by a varint length:
+//   ModelProto  1 ir_version, 2 producer_name, 3 producer_version, 4 domain, 5 model_version,
+//               6 doc_string, 7 graph (GraphProto), 8 opset_import, 14 metadata_props, ...
+//   GraphProto  1 node, 2 name, 5 initializer (TensorProto), 11 input, 12 output, 15 sparse_...
+//   TensorProto 1 dims, 2 data_type, 3 segment, 4 float_data, 5 int32_data, 6 string_data,
+//               7 int64_data, 8 name, 9 raw_data, 10 double_data, 11 uint64_data, 12 doc_string,
+//               13 external_data (key/value: location, offset, length, checksum),
+//               14 data_location (0 DEFAULT, 1 EXTERNAL)
+// Writers put ir_version (field 1, tag byte 0x08) first, which is what detection looks for.
+//
+// modelport's model view: the tensors are the main graph's initializers, in file order, named as
+// in the graph. A small wire-format walker finds them without copying their bytes (raw_data is a
+// zero-copy view of the mapped file, realigned only when misaligned); the graph itself (nodes,
+// inputs, outputs, opsets) is parsed by libprotobuf from a copy of the model with the
+// initializers' payloads left out, so opening a model of any size costs its graph, not its
+// weights. External data is read only from regular files inside the model's folder: absolute
+// paths, '..', symlinks, hard links, special files and out-of-range offsets are refused.
+//
+// Metadata: "onnx.ir_version", "onnx.producer_name", "onnx.producer_version", "onnx.domain",
+// "onnx.model_version", "onnx.graph_name", "onnx.opset_import" ({"domain": version}, "" for the
+// default domain), "onnx.doc_string"; each of ModelProto.metadata_props keeps its own key (a key
+// that collides with one of the "onnx." keys above is overridden by the model's field and a note
+// says so). Reading only: writing ONNX comes later.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "modelport/formats/format.h"
+
+namespace mp::onnx {
+
+/// Bytes Detect looks at: the first few ModelProto fields.
+inline constexpr size_t kDetectBytes = 64;
+
+/// A graph input or output: its name, element type and dimensions.
+struct ValueInfo {
+  std::string name;
+  /// "f32", "i64", ... for tensors; the ONNX name for types modelport has no dtype for
+  /// ("string", "complex128"); "sequence", "map", "optional", "sparse_tensor" for non-tensors.
+  std::string type;
+  /// Each dimension: its value, its symbolic name ("batch") or "?" when unknown. Empty with
+  /// `has_shape` false when the model gives no shape at all.
+  std::vector<std::string> dims;
+  bool has_shape = false;
+};
+
+/// What `inspect` shows about an ONNX model's graph, besides its initializers.
+struct GraphInfo {
+  int64_t ir_version = 0;
+  std::string producer_name;
+  std::string producer_version;
+  std::string graph_name;
+  std::vector<std::pair<std::string, int64_t>> opsets;  ///< (domain, version), file order
+  std::vector<ValueInfo> inputs;                        ///< graph inputs that are not initializers
+  std::vector<ValueInfo> outputs;                       ///< graph outputs
+  uint64_t node_count = 0;
+  std::vector<std::pair<std::string, uint64_t>> op_counts;  ///< (op type, count), by op type
+  std::vector<std::pair<std::string, std::string>> metadata_props;  ///< file order
+};
+
+/// The ModelSource an ONNX file opens as; `inspect` asks it for the graph.
+class OnnxSource : public ModelSource {
+ public:
+  virtual const GraphInfo& graph_info() const = 0;
+};
+
+/// Opens an ONNX model: indexes the main graph's initializers and parses the graph. Corrupt for
+/// malformed protobuf or tensors, Unsupported for element types modelport has no dtype for
+/// (naming the tensor), Unsafe for external data outside the model's folder, LimitExceeded past
+/// `options` limits.
+Result<std::unique_ptr<ModelSource>> Open(const std::string& path, const ReadOptions& options);
+
+/// True when `prefix` starts like a serialized ModelProto: ir_version (field 1) first, followed
+/// by well-formed ModelProto fields as far as the prefix reaches.
+bool Detect(std::span<const uint8_t> prefix, uint64_t file_size);
+
+/// The graph as JSON for `inspect --json`: {"ir_version", "producer_name", "producer_version",
+/// "graph_name", "opset_import", "inputs", "outputs", "node_count", "op_counts",
+/// "metadata_props"}.
+Json GraphInfoJson(const GraphInfo& info);
+
+}  // namespace mp::onnx
