@@ -93,6 +93,8 @@ Result<std::shared_ptr<InputFile>> InputFile::Open(const std::string& path, IoMo
   file->mode_ = mode;
   file->fd_ = fd;
   file->size_ = static_cast<uint64_t>(st.st_size);
+  file->device_ = static_cast<uint64_t>(st.st_dev);
+  file->inode_ = static_cast<uint64_t>(st.st_ino);
   if (mode == IoMode::kMmap && file->size_ > 0) {
     void* p = ::mmap(nullptr, file->size_, PROT_READ, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {

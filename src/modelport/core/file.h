@@ -32,6 +32,10 @@ class InputFile {
 
   const std::string& path() const { return path_; }
   uint64_t size() const { return size_; }
+  /// Device and inode of the opened file (fstat of the descriptor): what was really opened,
+  /// whatever the path names by now.
+  uint64_t device() const { return device_; }
+  uint64_t inode() const { return inode_; }
   IoMode mode() const { return mode_; }
 
   /// Bytes [offset, offset + length). Zero-copy for mapped files. Corrupt if out of bounds
@@ -52,6 +56,8 @@ class InputFile {
   IoMode mode_ = IoMode::kMmap;
   int fd_ = -1;
   uint64_t size_ = 0;
+  uint64_t device_ = 0;
+  uint64_t inode_ = 0;
   std::shared_ptr<const void> mapping_;  // keeps the mapping alive while any slice lives
   const uint8_t* base_ = nullptr;
 };

@@ -893,10 +893,10 @@ class OnnxReader final : public OnnxSource {
     }
     MP_ASSIGN_OR_RETURN(SafePath safe, ResolveLocation(dir_, location));
     MP_ASSIGN_OR_RETURN(auto file, InputFile::Open(safe.path, options_.io_mode));
-    // The checks ran on the path; make sure the file opened is the one checked.
-    struct stat st {};
-    if (::lstat(safe.path.c_str(), &st) != 0 || st.st_dev != safe.dev || st.st_ino != safe.ino ||
-        static_cast<uint64_t>(st.st_size) != file->size()) {
+    // The checks ran on the path; the descriptor opened must be the inode checked (a path
+    // swapped for a symlink or another file between the check and the open is refused).
+    if (file->device() != static_cast<uint64_t>(safe.dev) ||
+        file->inode() != static_cast<uint64_t>(safe.ino)) {
       return Unsafe("external_data location " + Quote(location) +
                     " changed while it was being opened");
     }
