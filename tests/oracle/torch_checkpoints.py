@@ -9,7 +9,6 @@ writes DIR/<case>.pt and DIR/manifest.json:
           "aliases": {alias: target}, "metadata": {...}, "torchscript": bool, "legacy": bool}}
 """
 import json
-import math
 import os
 import sys
 from collections import OrderedDict
@@ -18,26 +17,13 @@ import zipfile
 
 import torch
 
+from torch_tensors import float_edges, raw_bytes  # one definition of each, shared
+
 DTYPE_NAMES = {
     torch.float32: "f32", torch.float64: "f64", torch.float16: "f16", torch.bfloat16: "bf16",
     torch.int8: "i8", torch.int16: "i16", torch.int32: "i32", torch.int64: "i64",
     torch.uint8: "u8", torch.bool: "bool", torch.complex64: "c64",
 }
-
-
-def raw_bytes(t):
-    """Little-endian C-order bytes of t, independent of its strides."""
-    t = t.detach().contiguous()
-    if t.dtype == torch.bfloat16:  # numpy has no bfloat16
-        t = t.view(torch.int16)
-    return t.numpy().tobytes()
-
-
-def float_edges(dtype):
-    info = torch.finfo(dtype)
-    vals = [0.0, -0.0, math.inf, -math.inf, math.nan, 1.0, -1.0, math.pi, info.max, -info.max,
-            info.tiny, -info.tiny, info.eps, info.tiny / 4]
-    return torch.tensor(vals, dtype=torch.float64).to(dtype)
 
 
 def every_dtype():

@@ -4,6 +4,7 @@
 
 #include <sys/stat.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <unordered_set>
@@ -157,6 +158,29 @@ Result<std::unique_ptr<ModelSource>> OpenShardedIndex(const std::string& index_p
                                                       const ReadOptions& options,
                                                       const ShardOpener& open_shard) {
   return ShardedReader::Open(index_path, options, open_shard);
+}
+
+std::vector<std::vector<size_t>> PlanShards(const std::vector<TensorInfo>& tensors,
+                                            uint64_t shard_size) {
+  std::vector<std::vector<size_t>> shards;
+  uint64_t current = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const uint64_t size = tensors[i].byte_size;
+    if (shards.empty() || (shard_size > 0 && current > 0 && current + size > shard_size)) {
+      shards.emplace_back();
+      current = 0;
+    }
+    shards.back().push_back(i);
+    current += size;
+  }
+  if (shards.empty()) shards.emplace_back();
+  return shards;
+}
+
+std::string ShardFileName(const std::string& prefix, size_t k, size_t n, const std::string& ext) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "-%05zu-of-%05zu", k, n);
+  return prefix + buf + ext;
 }
 
 }  // namespace mp

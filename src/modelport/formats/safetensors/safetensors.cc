@@ -375,21 +375,11 @@ std::string BuildHeader(const std::vector<TensorInfo>& infos, const std::vector<
   return h;
 }
 
-struct ProgressState {
-  const ProgressFn* fn;
-  uint64_t tensors_total = 0, bytes_total = 0, tensors_done = 0, bytes_done = 0;
-  void Tick(uint64_t bytes) {
-    ++tensors_done;
-    bytes_done += bytes;
-    if (*fn) (*fn)(tensors_done, tensors_total, bytes_done, bytes_total);
-  }
-};
-
 // Writes the tensors `subset` of `source` as one safetensors file at `file`. Nothing appears at
 // `file` until Commit(), which the caller does once every file of the model is written.
 Result<std::unique_ptr<AtomicFile>> WriteOneFile(const ModelSource& source,
                                                  const std::vector<size_t>& subset,
-                                                 const std::string& file, ProgressState& progress) {
+                                                 const std::string& file, WriteProgress& progress) {
   const auto& infos = source.tensors();
   MP_ASSIGN_OR_RETURN(std::vector<size_t> order, WriteOrder(infos, subset));
   std::string header;
@@ -433,12 +423,6 @@ ShardPlan PlanFromPath(const std::string& path) {
   return {path, "model"};  // a folder
 }
 
-std::string ShardName(const std::string& prefix, size_t k, size_t n) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "-%05zu-of-%05zu.safetensors", k, n);
-  return prefix + buf;
-}
-
 }  // namespace
 
 Result<std::unique_ptr<ModelSource>> Open(const std::string& path, const ReadOptions& options) {
@@ -455,7 +439,7 @@ Result<std::unique_ptr<ModelSource>> Open(const std::string& path, const ReadOpt
 
 Status Write(const ModelSource& source, const std::string& path, const WriteOptions& options) {
   const auto& infos = source.tensors();
-  ProgressState progress{&options.progress};
+  WriteProgress progress{&options.progress};
   progress.tensors_total = infos.size();
   MP_ASSIGN_OR_RETURN(progress.bytes_total, source.TotalBytes());
 
@@ -474,19 +458,7 @@ Status Write(const ModelSource& source, const std::string& path, const WriteOpti
   // larger than the cap gets a shard of its own.
   const ShardPlan plan = PlanFromPath(path);
   MP_RETURN_IF_ERROR(MakeDirs(plan.dir));
-  std::vector<std::vector<size_t>> shards;
-  uint64_t current = 0;
-  for (size_t i = 0; i < infos.size(); ++i) {
-    const uint64_t size = infos[i].byte_size;
-    if (shards.empty() ||
-        (options.shard_size > 0 && current > 0 && current + size > options.shard_size)) {
-      shards.emplace_back();
-      current = 0;
-    }
-    shards.back().push_back(i);
-    current += size;
-  }
-  if (shards.empty()) shards.emplace_back();
+  const std::vector<std::vector<size_t>> shards = PlanShards(infos, options.shard_size);
 
   if (shards.size() == 1) {
     const std::string file = (fs::path(plan.dir) / (plan.prefix + ".safetensors")).string();
@@ -504,7 +476,7 @@ Status Write(const ModelSource& source, const std::string& path, const WriteOpti
   Json weight_map = Json::object();
   std::map<std::string, std::string> sorted_map;
   for (size_t k = 0; k < shards.size(); ++k) {
-    const std::string name = ShardName(plan.prefix, k + 1, shards.size());
+    const std::string name = ShardFileName(plan.prefix, k + 1, shards.size(), ".safetensors");
     MP_ASSIGN_OR_RETURN(
         auto out, WriteOneFile(source, shards[k], (fs::path(plan.dir) / name).string(), progress));
     files.push_back(std::move(out));

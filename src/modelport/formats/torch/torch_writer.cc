@@ -32,6 +32,7 @@
 #include "modelport/core/dtype.h"
 #include "modelport/core/file.h"
 #include "modelport/core/shape.h"
+#include "modelport/formats/sharded.h"
 #include "modelport/formats/torch/torch.h"
 #include "modelport/formats/zip/zip.h"
 
@@ -423,21 +424,11 @@ Status AddRecord(zip::Writer& zw, const std::string& name, std::string_view text
   return zw.AddStored(name, std::span(&part, 1), kAlignment);
 }
 
-struct Progress {
-  const ProgressFn* fn;
-  uint64_t tensors_total = 0, bytes_total = 0, tensors_done = 0, bytes_done = 0;
-  void Tick(uint64_t bytes) {
-    ++tensors_done;
-    bytes_done += bytes;
-    if (*fn) (*fn)(tensors_done, tensors_total, bytes_done, bytes_total);
-  }
-};
-
 // Writes `archive` as a zip checkpoint at `dest` (atomically) with top folder `top_name`;
 // errors not about the zip file itself are prefixed with `where`.
 Status WriteArchive(const ModelSource& source, const Archive& archive, const std::string& dest,
                     const std::string& where, const std::string& top_name,
-                    const std::string& metadata_text, bool durable, Progress& progress) {
+                    const std::string& metadata_text, bool durable, WriteProgress& progress) {
   const auto& infos = source.tensors();
   auto pickle = BuildPickle(source, archive);
   if (!pickle.ok()) return pickle.status().WithContext(where);
@@ -469,12 +460,6 @@ Status WriteArchive(const ModelSource& source, const Archive& archive, const std
   return zw->Finish(durable);
 }
 
-std::string ShardName(const std::string& prefix, size_t k, size_t n, const std::string& ext) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "-%05zu-of-%05zu", k, n);
-  return prefix + buf + ext;
-}
-
 // Hugging Face shards (modeling_utils.py's naming, the same greedy split as the safetensors
 // writer): PREFIX-0000K-of-0000N.EXT beside PREFIX.EXT.index.json. A tied alias lives in its
 // target's shard and is listed in the index's weight_map like every key of that shard.
@@ -483,7 +468,7 @@ std::string ShardName(const std::string& prefix, size_t k, size_t n, const std::
 // folder); an error removes the partial files and leaves the destination as it was.
 Status WriteSharded(const ModelSource& source, const Plan& plan, const std::string& path,
                     bool to_folder, const std::string& metadata_text, const WriteOptions& options,
-                    Progress& progress) {
+                    WriteProgress& progress) {
   const auto& infos = source.tensors();
   fs::path dir, prefix_path;
   std::string ext = ".bin";
@@ -500,18 +485,7 @@ Status WriteSharded(const ModelSource& source, const Plan& plan, const std::stri
     }
   }
   MP_RETURN_IF_ERROR(MakeDirs(dir.empty() ? "." : dir.string()));
-  std::vector<std::vector<size_t>> shards;
-  uint64_t current = 0;
-  for (size_t i = 0; i < infos.size(); ++i) {
-    const uint64_t size = infos[i].byte_size;
-    if (shards.empty() || (current > 0 && current + size > options.shard_size)) {
-      shards.emplace_back();
-      current = 0;
-    }
-    shards.back().push_back(i);
-    current += size;
-  }
-  if (shards.empty()) shards.emplace_back();
+  const std::vector<std::vector<size_t>> shards = PlanShards(infos, options.shard_size);
   std::error_code ec;
   if (shards.size() == 1) {
     const std::string file = (dir / (name + ext)).string();
@@ -523,7 +497,7 @@ Status WriteSharded(const ModelSource& source, const Plan& plan, const std::stri
   const std::string index_path = (dir / (name + ext + ".index.json")).string();
   std::vector<std::string> finals;
   for (size_t k = 0; k < shards.size(); ++k) {
-    finals.push_back((dir / ShardName(name, k + 1, shards.size(), ext)).string());
+    finals.push_back((dir / ShardFileName(name, k + 1, shards.size(), ext)).string());
   }
   if (options.no_overwrite) {
     for (const std::string& f : finals) {
@@ -592,7 +566,7 @@ Status Write(const ModelSource& source, const std::string& path, const WriteOpti
     }
     metadata_text += '\n';
   }
-  Progress progress{&options.progress};
+  WriteProgress progress{&options.progress};
   progress.tensors_total = source.tensors().size();
   auto total = source.TotalBytes();
   if (!total.ok()) return total.status().WithContext(path);
