@@ -67,6 +67,7 @@ Command AddVerifyCommand(CLI::App& app);
 Command AddDiffCommand(CLI::App& app);
 Command AddHashCommand(CLI::App& app);
 Command AddScanCommand(CLI::App& app);
+Command AddOnnxCommand(CLI::App& app);
 
 /// Adds `--key PATH` (which nested state dict of a checkpoint to read) to a subcommand.
 void AddKeyOption(CLI::App* sub, std::string* key);

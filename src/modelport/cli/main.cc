@@ -1,4 +1,4 @@
-// `modelport`: inspect, convert, verify, diff, hash and scan model files. Each subcommand lives in
+// `modelport`: inspect, convert, verify, diff, hash and scan model files, and rewrite ONNX models. Each subcommand lives in
 // the file named after it; exit codes and shared output helpers are in cli_util.h.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -26,7 +26,8 @@ int Main(int argc, char** argv) {
 
   const std::vector<Command> commands = {AddInspectCommand(app), AddConvertCommand(app),
                                          AddVerifyCommand(app),  AddDiffCommand(app),
-                                         AddHashCommand(app),    AddScanCommand(app)};
+                                         AddHashCommand(app),    AddScanCommand(app),
+                                         AddOnnxCommand(app)};
   // A subcommand's own footer (scan's verdicts and exit codes) comes before the shared table.
   for (const Command& c : commands) {
     const std::string own = c.app->get_footer();

@@ -57,8 +57,10 @@ const std::vector<FormatDescriptor>& Table() {
           .write = numpy::Write,
       },
       {
-          // Reading only for now: convert refuses to write ONNX ("writing onnx is not
-          // supported"). Raw initializer data is zero-copy; typed fields are decoded.
+          // No generic writer: an ONNX file needs a graph, which tensors alone do not give, so
+          // convert refuses ("writing onnx is not supported"). ONNX models are rewritten from
+          // an ONNX model (OnnxSource::Rewrite, `modelport onnx`). Raw initializer data is
+          // zero-copy; typed fields are decoded.
           .name = "onnx",
           .extensions = {".onnx"},
           .caps = {.read = true, .write = false, .zero_copy = true, .sharded = false},

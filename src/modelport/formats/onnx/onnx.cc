@@ -10,11 +10,13 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
 
 #include "modelport/core/file.h"
+#include "modelport/formats/sharded.h"
 #include "modelport/formats/zip/zip.h"
 
 namespace mp::onnx {
@@ -306,6 +308,85 @@ void AppendVarint(std::string* out, uint64_t v) {
   out->push_back(static_cast<char>(v));
 }
 
+// The bytes of a length-delimited field's tag and length: what precedes its `length` bytes.
+std::string LenPrefix(uint32_t field, uint64_t length) {
+  std::string out;
+  AppendVarint(&out, (static_cast<uint64_t>(field) << 3) | kLen);
+  AppendVarint(&out, length);
+  return out;
+}
+
+// Where a re-emitted model goes: a string (the graph for libprotobuf) or a file.
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  virtual Status Put(std::span<const uint8_t> bytes) = 0;
+  Status Put(std::string_view text) {
+    return Put({reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+  }
+};
+
+class StringSink final : public Sink {
+ public:
+  explicit StringSink(std::string* out) : out_(out) {}
+  using Sink::Put;
+  Status Put(std::span<const uint8_t> bytes) override {
+    out_->append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    return Status::Ok();
+  }
+
+ private:
+  std::string* out_;
+};
+
+// Gathers the many small pieces of a graph into large writes; large payloads go straight
+// through.
+class FileSink final : public Sink {
+ public:
+  explicit FileSink(AtomicFile& file) : file_(file) {}
+  using Sink::Put;
+  Status Put(std::span<const uint8_t> bytes) override {
+    if (buffer_.size() + bytes.size() > kBuffer) MP_RETURN_IF_ERROR(Flush());
+    if (bytes.size() >= kBuffer) return file_.Write(bytes.data(), bytes.size());
+    buffer_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    return Status::Ok();
+  }
+  Status Flush() {
+    Status s = file_.Write(buffer_.data(), buffer_.size());
+    buffer_.clear();
+    return s;
+  }
+
+ private:
+  static constexpr size_t kBuffer = 1 << 20;
+  AtomicFile& file_;
+  std::string buffer_;
+};
+
+uint64_t RoundUp(uint64_t v, uint64_t align) { return (v + align - 1) / align * align; }
+
+// A StringStringEntryProto (key 1, value 2) as an external_data field of a TensorProto.
+void AppendExternalEntry(std::string* out, std::string_view key, std::string_view value) {
+  std::string entry = LenPrefix(1, key.size());
+  entry += key;
+  entry += LenPrefix(2, value.size());
+  entry += value;
+  *out += LenPrefix(kExternalData, entry.size());
+  *out += entry;
+}
+
+// A data file name for RewriteOptions::data_file: one plain name in the output's folder.
+Status CheckDataFileName(const std::string& name, const std::string& model_name) {
+  const std::string what = "external data file name " + Quote(name);
+  if (name.empty() || name == "." || name == "..")
+    return InvalidArgument(what + " is not a file name");
+  if (name.find_first_of(std::string_view("/\\\0", 3)) != std::string::npos) {
+    return InvalidArgument(what + " must be a plain file name in the model's folder");
+  }
+  if (name == model_name) return InvalidArgument(what + " is the model's own name");
+  return Status::Ok();
+}
+
 // ---------------------------------------------------------------------------------------------
 // The initializer index.
 
@@ -318,6 +399,28 @@ struct TypedRun {
 
 enum class DataKind { kNone, kRaw, kTyped, kExternal };
 
+// A byte range of the model file copied verbatim when the model is re-emitted.
+struct Range {
+  uint64_t begin;
+  uint64_t end;
+};
+
+// Adds [begin, end) to `ranges`, merging it into the last range when they touch.
+void AddRange(std::vector<Range>* ranges, uint64_t begin, uint64_t end) {
+  if (!ranges->empty() && ranges->back().end == begin) {
+    ranges->back().end = end;
+  } else {
+    ranges->push_back({begin, end});
+  }
+}
+
+// One piece of a message being re-emitted: a verbatim range of the file, or (slot >= 0) a
+// sub-message rebuilt by the writer (the graph in ModelProto, initializer `slot` in GraphProto).
+struct Piece {
+  Range range{0, 0};
+  int64_t slot = -1;
+};
+
 struct Entry {
   TensorInfo info;
   DataKind kind = DataKind::kNone;
@@ -326,6 +429,9 @@ struct Entry {
   uint64_t length = 0;
   std::string checksum;  // SHA-1 hex (external data only), empty when absent
   std::vector<TypedRun> runs;
+  // The TensorProto's fields other than its data (typed fields, raw_data, external_data,
+  // data_location): name, dims, data_type, doc_string and fields modelport does not know.
+  std::vector<Range> head;
 };
 
 // What the walker gathers about a TensorProto before it is checked.
@@ -338,6 +444,7 @@ struct RawTensor {
   bool has_strings = false;
   std::vector<std::pair<std::string, std::string>> external;
   int64_t data_location = 0;
+  std::vector<Range> head;
 };
 
 Result<uint64_t> ParseDecimal(const std::string& text, std::string_view key) {
@@ -574,7 +681,6 @@ class OnnxReader final : public OnnxSource {
     const InputFile& f = *files_[0];
     mapped_ = Mapping(f);
     Cursor c(f, mapped_, 0, f.size());
-    std::string skeleton;
     bool seen_graph = false;
     while (c.left() > 0) {
       MP_ASSIGN_OR_RETURN(Field fl, NextField(c));
@@ -582,32 +688,274 @@ class OnnxReader final : public OnnxSource {
         MP_RETURN_IF_ERROR(ExpectWire(fl, kLen, "graph"));
         if (seen_graph) return Corrupt("the model has two graph fields (7)");
         seen_graph = true;
-        std::string graph;
         c.set_end(fl.offset + fl.value);
-        MP_RETURN_IF_ERROR(WalkGraph(c, &graph));
+        MP_RETURN_IF_ERROR(WalkGraph(c));
         c.set_end(f.size());
-        AppendVarint(&skeleton, (kModelGraph << 3) | kLen);
-        AppendVarint(&skeleton, graph.size());
-        skeleton += graph;
+        model_pieces_.push_back({{0, 0}, 0});
         continue;
       }
       if (fl.wire == kLen) MP_RETURN_IF_ERROR(c.Skip(fl.value));
-      MP_RETURN_IF_ERROR(Append(fl.start, c.pos(), &skeleton));
+      AddPiece(&model_pieces_, fl.start, c.pos());
     }
     if (!seen_graph) return Corrupt("the model has no graph (ModelProto field 7)");
+    // The graph for libprotobuf: the model with its initializers' data left out.
+    if (EmittedSize([](size_t) { return uint64_t{0}; }) > INT_MAX) {
+      return LimitExceeded("the graph without its initializers' data is over 2 GiB");
+    }
+    std::string skeleton;
+    StringSink sink(&skeleton);
+    MP_RETURN_IF_ERROR(Emit(
+        sink, [](size_t) { return uint64_t{0}; }, [](size_t, Sink&) { return Status::Ok(); }));
     return ParseGraphInfo(skeleton);
   }
 
-  Status Append(uint64_t from, uint64_t to, std::string* out) const {
-    const size_t old = out->size();
-    if (to - from > INT_MAX - old) {
-      return LimitExceeded("the graph without its initializers' data is over 2 GiB");
-    }
-    out->resize(old + (to - from));
-    return files_[0]->ReadInto(from, to - from, reinterpret_cast<uint8_t*>(out->data() + old));
+  // ---- Re-emitting the model: its bytes as read, with each initializer's data fields
+  // supplied by the caller (none for the graph libprotobuf parses; raw_data or external_data
+  // for a rewrite). `tail(i)` is the size of initializer i's data fields, `put` writes them.
+  using TailSize = std::function<uint64_t(size_t)>;
+  using PutTail = std::function<Status(size_t, Sink&)>;
+
+  uint64_t TensorSize(size_t i, const TailSize& tail) const {
+    uint64_t n = tail(i);
+    for (const Range& r : entries_[i].head) n += r.end - r.begin;
+    return n;
   }
 
-  Status WalkGraph(Cursor& c, std::string* out) {
+  uint64_t GraphSize(const TailSize& tail) const {
+    uint64_t n = 0;
+    for (const Piece& p : graph_pieces_) {
+      if (p.slot < 0) {
+        n += p.range.end - p.range.begin;
+      } else {
+        const uint64_t t = TensorSize(static_cast<size_t>(p.slot), tail);
+        n += LenPrefix(kGraphInitializer, t).size() + t;
+      }
+    }
+    return n;
+  }
+
+  uint64_t EmittedSize(const TailSize& tail) const {
+    uint64_t n = 0;
+    for (const Piece& p : model_pieces_) {
+      if (p.slot < 0) {
+        n += p.range.end - p.range.begin;
+      } else {
+        const uint64_t g = GraphSize(tail);
+        n += LenPrefix(kModelGraph, g).size() + g;
+      }
+    }
+    return n;
+  }
+
+  Status CopyRange(const Range& r, Sink& out) const {
+    constexpr uint64_t kChunk = 8 << 20;  // bounds memory in pread mode
+    for (uint64_t at = r.begin; at < r.end; at += kChunk) {
+      MP_ASSIGN_OR_RETURN(auto bytes, files_[0]->Read(at, std::min(kChunk, r.end - at)));
+      MP_RETURN_IF_ERROR(out.Put(bytes->span()));
+    }
+    return Status::Ok();
+  }
+
+  Status Emit(Sink& out, const TailSize& tail, const PutTail& put) const {
+    for (const Piece& p : model_pieces_) {
+      if (p.slot < 0) {
+        MP_RETURN_IF_ERROR(CopyRange(p.range, out));
+        continue;
+      }
+      MP_RETURN_IF_ERROR(out.Put(LenPrefix(kModelGraph, GraphSize(tail))));
+      for (const Piece& g : graph_pieces_) {
+        if (g.slot < 0) {
+          MP_RETURN_IF_ERROR(CopyRange(g.range, out));
+          continue;
+        }
+        const size_t i = static_cast<size_t>(g.slot);
+        MP_RETURN_IF_ERROR(out.Put(LenPrefix(kGraphInitializer, TensorSize(i, tail))));
+        for (const Range& r : entries_[i].head) MP_RETURN_IF_ERROR(CopyRange(r, out));
+        MP_RETURN_IF_ERROR(put(i, out));
+      }
+    }
+    return Status::Ok();
+  }
+
+ public:
+  Result<RewriteReport> Rewrite(const std::string& out,
+                                const RewriteOptions& options) const override {
+    auto report = RewriteModel(out, options);
+    if (!report) return report.error().WithContext(out);
+    return report;
+  }
+
+ private:
+  // Which model and tensor supply each initializer's values: this model's own, or a
+  // replacement from `weights` matched by name.
+  using Supplier = std::pair<const ModelSource*, size_t>;
+
+  Status MatchWeights(const ModelSource& weights, bool allow_unused, std::vector<Supplier>* from,
+                      RewriteReport* report) const {
+    std::map<std::string, size_t> by_name;
+    for (size_t j = 0; j < weights.tensors().size(); ++j) by_name[weights.tensors()[j].name] = j;
+    MP_ASSIGN_OR_RETURN(const Json aliases, AliasesOf(weights));
+    for (const auto& [alias, target] : aliases.items()) {
+      if (!target.is_string()) continue;
+      auto it = by_name.find(target.get<std::string>());
+      if (it != by_name.end()) by_name.emplace(alias, it->second);
+    }
+    std::vector<bool> used(weights.tensors().size(), false);
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      const TensorInfo& mine = entries_[i].info;
+      auto it = by_name.find(mine.name);
+      if (it == by_name.end()) continue;
+      const TensorInfo& theirs = weights.tensors()[it->second];
+      if (theirs.dtype != mine.dtype || !(theirs.shape == mine.shape)) {
+        return InvalidArgument("initializer " + Quote(mine.name) + " is " +
+                               std::string(DTypeName(mine.dtype)) + " " + mine.shape.ToString() +
+                               " but the new weights give " + std::string(DTypeName(theirs.dtype)) +
+                               " " + theirs.shape.ToString());
+      }
+      (*from)[i] = {&weights, it->second};
+      used[it->second] = true;
+      report->replaced.push_back(mine.name);
+    }
+    for (size_t j = 0; j < used.size(); ++j) {
+      if (!used[j]) report->unused.push_back(weights.tensors()[j].name);
+    }
+    if (report->replaced.empty()) {
+      return NotFound("none of the " + Num(weights.tensors().size()) +
+                      " new weights has the name of an initializer of the model");
+    }
+    if (!report->unused.empty() && !allow_unused) {
+      std::string names;
+      for (size_t j = 0; j < report->unused.size() && j < 3; ++j) {
+        names += (j ? ", " : "") + Quote(report->unused[j]);
+      }
+      if (report->unused.size() > 3) names += ", ...";
+      return NotFound(Num(report->unused.size()) +
+                      " new weight(s) match no initializer of the model (" + names +
+                      "); allow them to be left out with --allow-unused");
+    }
+    return Status::Ok();
+  }
+
+  Result<RewriteReport> RewriteModel(const std::string& out, const RewriteOptions& opt) const {
+    if (opt.write.shard_size != 0) return InvalidArgument("ONNX models are not written in shards");
+    if (nested_external_ > 0) {
+      return Unsupported(Num(nested_external_) +
+                         " tensor(s) inside nodes or sparse initializers keep their data in " +
+                         "external files; rewriting such a model is not supported");
+    }
+    const size_t n = entries_.size();
+    RewriteReport report;
+    std::vector<Supplier> from(n);
+    for (size_t i = 0; i < n; ++i) from[i] = {this, i};
+    if (opt.weights != nullptr) {
+      MP_RETURN_IF_ERROR(MatchWeights(*opt.weights, opt.allow_unused_weights, &from, &report));
+    }
+
+    const fs::path out_path(out);
+    const std::string data_name =
+        opt.data_file.empty() ? out_path.filename().string() + ".data" : opt.data_file;
+    MP_RETURN_IF_ERROR(CheckDataFileName(data_name, out_path.filename().string()));
+    const std::string data_path = (out_path.parent_path() / data_name).string();
+
+    // Where each tensor goes: an offset in the data file, or inline (-1).
+    std::vector<int64_t> offset(n, -1);
+    std::vector<std::string> external_fields(n);
+    uint64_t data_size = 0, total = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t bytes = entries_[i].info.byte_size;
+      total += bytes;
+      const bool external =
+          bytes > 0 &&
+          (opt.placement == Placement::kExternal ? bytes >= opt.size_threshold
+           : opt.placement == Placement::kKeep   ? entries_[i].kind == DataKind::kExternal
+                                                 : false);
+      if (!external) {
+        ++report.inline_tensors;
+        report.inline_bytes += bytes;
+        continue;
+      }
+      data_size = RoundUp(data_size, bytes >= kPageAlignFrom ? kPageAlign : kExternalAlign);
+      offset[i] = static_cast<int64_t>(data_size);
+      AppendExternalEntry(&external_fields[i], "location", data_name);
+      AppendExternalEntry(&external_fields[i], "offset", Num(data_size));
+      AppendExternalEntry(&external_fields[i], "length", Num(bytes));
+      AppendVarint(&external_fields[i], (kDataLocation << 3) | kVarint);
+      AppendVarint(&external_fields[i], 1);
+      data_size += bytes;
+      ++report.external_tensors;
+      report.external_bytes += bytes;
+    }
+    const TailSize tail = [&](size_t i) -> uint64_t {
+      if (offset[i] >= 0) return external_fields[i].size();
+      const uint64_t bytes = entries_[i].info.byte_size;
+      return LenPrefix(kRawData, bytes).size() + bytes;
+    };
+    report.model_bytes = EmittedSize(tail);
+    if (report.model_bytes > INT_MAX) {
+      return InvalidArgument("the model would be " + Num(report.model_bytes) +
+                             " bytes, over protobuf's 2 GiB limit for one message; put its "
+                             "weights in an external data file (--external-data)");
+    }
+    std::error_code ec;
+    if (opt.write.no_overwrite) {
+      if (fs::exists(fs::symlink_status(out, ec))) return AlreadyExists(out + ": exists");
+      if (report.external_tensors > 0 && fs::exists(fs::symlink_status(data_path, ec))) {
+        return AlreadyExists(data_path + ": exists");
+      }
+    }
+
+    WriteProgress progress{&opt.write.progress, n, total};
+    auto load = [&](size_t i) -> Result<TensorView> {
+      auto view = from[i].first->Load(from[i].second);
+      if (!view) return view.error().WithContext("initializer " + Quote(entries_[i].info.name));
+      if (view->data->size() != entries_[i].info.byte_size) {
+        return Internal("initializer " + Quote(entries_[i].info.name) + " loaded " +
+                        Num(view->data->size()) + " bytes");
+      }
+      return view;
+    };
+    std::unique_ptr<AtomicFile> data;
+    if (report.external_tensors > 0) {
+      MP_ASSIGN_OR_RETURN(data, AtomicFile::Create(data_path));
+      for (size_t i = 0; i < n; ++i) {
+        if (offset[i] < 0) continue;
+        MP_RETURN_IF_ERROR(
+            data->WriteZeros(static_cast<uint64_t>(offset[i]) - data->bytes_written()));
+        MP_ASSIGN_OR_RETURN(TensorView view, load(i));
+        MP_RETURN_IF_ERROR(data->Write(view.data->data(), view.data->size()));
+        progress.Tick(view.data->size());
+      }
+      report.data_path = data_path;
+    }
+    MP_ASSIGN_OR_RETURN(auto model, AtomicFile::Create(out));
+    FileSink sink(*model);
+    MP_RETURN_IF_ERROR(Emit(sink, tail, [&](size_t i, Sink& s) -> Status {
+      if (offset[i] >= 0) return s.Put(external_fields[i]);
+      MP_ASSIGN_OR_RETURN(TensorView view, load(i));
+      MP_RETURN_IF_ERROR(s.Put(LenPrefix(kRawData, view.data->size())));
+      MP_RETURN_IF_ERROR(s.Put(view.data->span()));
+      progress.Tick(view.data->size());
+      return Status::Ok();
+    }));
+    MP_RETURN_IF_ERROR(sink.Flush());
+    if (model->bytes_written() != report.model_bytes) {
+      return Internal("wrote " + Num(model->bytes_written()) + " bytes of a " +
+                      Num(report.model_bytes) + "-byte model");
+    }
+    if (data) MP_RETURN_IF_ERROR(data->Commit(opt.write.durable));
+    MP_RETURN_IF_ERROR(model->Commit(opt.write.durable));
+    return report;
+  }
+
+  static void AddPiece(std::vector<Piece>* pieces, uint64_t begin, uint64_t end) {
+    if (!pieces->empty() && pieces->back().slot < 0 && pieces->back().range.end == begin) {
+      pieces->back().range.end = end;
+    } else {
+      pieces->push_back({{begin, end}, -1});
+    }
+  }
+
+  Status WalkGraph(Cursor& c) {
     while (c.left() > 0) {
       MP_ASSIGN_OR_RETURN(Field fl, NextField(c));
       if (fl.number == kGraphInitializer) {
@@ -617,22 +965,19 @@ class OnnxReader final : public OnnxSource {
         }
         const uint64_t end = c.end();
         c.set_end(fl.offset + fl.value);
-        std::string tensor;
         RawTensor raw;
-        Status s = WalkTensor(c, &raw, &tensor);
+        Status s = WalkTensor(c, &raw);
         if (raw.name.empty()) raw.name = NameOf(fl.offset, fl.offset + fl.value);
         const std::string name = raw.name.empty() ? "#" + Num(entries_.size()) : Quote(raw.name);
         if (s.ok()) s = AddEntry(std::move(raw));
         if (!s.ok()) return std::move(s).WithContext("initializer " + name);
         c.set_end(end);
-        AppendVarint(out, (kGraphInitializer << 3) | kLen);
-        AppendVarint(out, tensor.size());
-        *out += tensor;
+        graph_pieces_.push_back({{0, 0}, static_cast<int64_t>(entries_.size() - 1)});
         continue;
       }
       if (fl.number == kGraphSparseInitializer && fl.wire == kLen) ++sparse_;
       if (fl.wire == kLen) MP_RETURN_IF_ERROR(c.Skip(fl.value));
-      MP_RETURN_IF_ERROR(Append(fl.start, c.pos(), out));
+      AddPiece(&graph_pieces_, fl.start, c.pos());
     }
     return Status::Ok();
   }
@@ -657,8 +1002,8 @@ class OnnxReader final : public OnnxSource {
     return name;
   }
 
-  // Reads one TensorProto into `t`; `out` gets the message without its data fields.
-  Status WalkTensor(Cursor& c, RawTensor* t, std::string* out) {
+  // Reads one TensorProto into `t`; `t->head` gets the ranges of its fields other than data.
+  Status WalkTensor(Cursor& c, RawTensor* t) {
     while (c.left() > 0) {
       MP_ASSIGN_OR_RETURN(Field fl, NextField(c));
       bool keep = true;
@@ -716,17 +1061,22 @@ class OnnxReader final : public OnnxSource {
           MP_RETURN_IF_ERROR(ExpectWire(fl, kLen, "external_data"));
           Cursor entry(*files_[0], mapped_, fl.offset, fl.offset + fl.value);
           MP_RETURN_IF_ERROR(ReadKeyValue(entry, t));
+          keep = false;
           break;
         }
         case kDataLocation:
           MP_RETURN_IF_ERROR(ExpectWire(fl, kVarint, "data_location"));
           t->data_location = static_cast<int64_t>(fl.value);
+          keep = false;
           break;
         default:
           break;
       }
       if (fl.wire == kLen) MP_RETURN_IF_ERROR(c.Skip(fl.value));
-      if (!keep && (fl.number != kStringData && fl.number != kRawData)) {
+      const bool typed = fl.number == kFloatData || fl.number == kInt32Data ||
+                         fl.number == kInt64Data || fl.number == kDoubleData ||
+                         fl.number == kUint64Data;
+      if (typed) {
         if (!t->runs.empty() && t->runs.back().field == fl.number &&
             t->runs.back().end == fl.start) {
           t->runs.back().end = c.pos();
@@ -738,7 +1088,11 @@ class OnnxReader final : public OnnxSource {
           t->runs.push_back({fl.number, fl.start, c.pos()});
         }
       }
-      if (keep) MP_RETURN_IF_ERROR(Append(fl.start, c.pos(), out));
+      if (keep) AddRange(&t->head, fl.start, c.pos());
+      if (t->head.size() > kMaxTypedRuns) {
+        return LimitExceeded("the tensor's fields are split into more than " + Num(kMaxTypedRuns) +
+                             " pieces");
+      }
     }
     return Status::Ok();
   }
@@ -785,6 +1139,7 @@ class OnnxReader final : public OnnxSource {
     MP_ASSIGN_OR_RETURN(const OnnxType* type, TypeOf(t.data_type));
     Entry e;
     MP_ASSIGN_OR_RETURN(e.info, TensorInfo::Make(t.name, *type->dtype, Shape(std::move(t.dims))));
+    e.head = std::move(t.head);
     const uint64_t bytes = e.info.byte_size;
     if (t.data_location != 0 && t.data_location != 1) {
       return Corrupt("data_location " + std::to_string(t.data_location) +
@@ -954,11 +1309,49 @@ class OnnxReader final : public OnnxSource {
       }
       metadata_[prop.key()] = prop.value();
     }
+    nested_external_ = CountNestedExternal(m.graph(), /*main=*/true);
+    for (const auto& function : m.functions()) {
+      for (const auto& node : function.node()) nested_external_ += CountNestedExternal(node);
+    }
+    if (nested_external_ > 0) {
+      notes_.push_back(Num(nested_external_) + " tensor(s) inside nodes or sparse initializers " +
+                       "keep their data in external files; modelport does not read them");
+    }
     if (sparse_ > 0) {
       notes_.push_back(Num(sparse_) + " sparse initializer(s) are not read (modelport lists " +
                        "dense initializers only)");
     }
     return Status::Ok();
+  }
+
+  static bool IsExternal(const ::onnx::TensorProto& t) {
+    return t.data_location() == ::onnx::TensorProto::EXTERNAL;
+  }
+  static uint64_t CountNestedExternal(const ::onnx::SparseTensorProto& t) {
+    return uint64_t{IsExternal(t.values())} + uint64_t{IsExternal(t.indices())};
+  }
+  // Tensors with external data outside the main graph's initializers (which are indexed):
+  // subgraph initializers, sparse initializers and tensor-valued node attributes.
+  static uint64_t CountNestedExternal(const ::onnx::GraphProto& g, bool main) {
+    uint64_t n = 0;
+    if (!main) {
+      for (const auto& t : g.initializer()) n += IsExternal(t);
+    }
+    for (const auto& t : g.sparse_initializer()) n += CountNestedExternal(t);
+    for (const auto& node : g.node()) n += CountNestedExternal(node);
+    return n;
+  }
+  static uint64_t CountNestedExternal(const ::onnx::NodeProto& node) {
+    uint64_t n = 0;
+    for (const auto& a : node.attribute()) {
+      if (a.has_t()) n += IsExternal(a.t());
+      for (const auto& t : a.tensors()) n += IsExternal(t);
+      if (a.has_sparse_tensor()) n += CountNestedExternal(a.sparse_tensor());
+      for (const auto& t : a.sparse_tensors()) n += CountNestedExternal(t);
+      if (a.has_g()) n += CountNestedExternal(a.g(), false);
+      for (const auto& g : a.graphs()) n += CountNestedExternal(g, false);
+    }
+    return n;
   }
 
   static ValueInfo ToValueInfo(const ::onnx::ValueInfoProto& v) {
@@ -1003,10 +1396,13 @@ class OnnxReader final : public OnnxSource {
   std::map<std::string, size_t> external_;         // location -> index into files_
   std::shared_ptr<Buffer> keep_;                   // the model's mapping (mmap mode)
   const uint8_t* mapped_ = nullptr;
+  std::vector<Piece> model_pieces_;  // ModelProto fields; slot 0: the graph
+  std::vector<Piece> graph_pieces_;  // GraphProto fields; slot i: initializer i
   std::vector<Entry> entries_;
   std::vector<TensorInfo> infos_;
   std::set<std::string> names_;
   uint64_t sparse_ = 0;
+  uint64_t nested_external_ = 0;  // tensors in nodes or sparse initializers with external data
   GraphInfo graph_;
   Json metadata_ = Json::object();
   std::vector<std::string> notes_;

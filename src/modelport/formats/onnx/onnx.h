@@ -24,7 +24,12 @@
 // "onnx.model_version", "onnx.graph_name", "onnx.opset_import" ({"domain": version}, "" for the
 // default domain), "onnx.doc_string"; each of ModelProto.metadata_props keeps its own key (a key
 // that collides with one of the "onnx." keys above is overridden by the model's field and a note
-// says so). Reading only: writing ONNX comes later.
+// says so).
+//
+// Writing: OnnxSource::Rewrite re-emits a model with its graph bytes untouched and each
+// initializer's data placed inline (raw_data) or in one external data file beside the output,
+// optionally with values taken from another model (set-weights). `convert` does not write ONNX:
+// an ONNX file needs a graph, which only an ONNX model can supply.
 #pragma once
 
 #include <cstdint>
@@ -67,10 +72,57 @@ struct GraphInfo {
   std::vector<std::pair<std::string, std::string>> metadata_props;  ///< file order
 };
 
+/// Where Rewrite puts each initializer's data.
+enum class Placement {
+  kKeep,      ///< external stays external (in the output's data file), inline stays inline
+  kInline,    ///< everything in raw_data (the whole model must stay under protobuf's 2 GiB)
+  kExternal,  ///< tensors of at least `size_threshold` bytes in the data file, the rest inline
+};
+
+/// External data written by Rewrite starts at multiples of 64 bytes; tensors of at least
+/// kPageAlignFrom bytes start on a 4 KiB page, so each can be mapped on its own.
+inline constexpr uint64_t kExternalAlign = 64;
+inline constexpr uint64_t kPageAlign = 4096;
+inline constexpr uint64_t kPageAlignFrom = 1 << 20;
+
+struct RewriteOptions {
+  Placement placement = Placement::kKeep;
+  /// The external data file's name, in the output's folder; empty: "<output file name>.data"
+  /// (model.onnx -> model.onnx.data). A plain file name: no folders.
+  std::string data_file;
+  /// With kExternal, tensors smaller than this stay inline (onnx's own default: 1024).
+  uint64_t size_threshold = 1024;
+  /// Values to put in place of the model's: each of its tensors replaces the initializer of
+  /// the same name (or of a name it is an alias of), which must have the same dtype and shape.
+  const ModelSource* weights = nullptr;
+  /// Allow tensors of `weights` that match no initializer (listed in the report); otherwise
+  /// they are an error, since a silently ignored weight is a fine-tune lost.
+  bool allow_unused_weights = false;
+  WriteOptions write;  ///< no_overwrite, durable and progress; shard_size must be 0
+};
+
+struct RewriteReport {
+  std::vector<std::string> replaced;  ///< initializers given new values, in model order
+  std::vector<std::string> unused;    ///< weights that matched no initializer
+  uint64_t inline_tensors = 0, inline_bytes = 0;
+  uint64_t external_tensors = 0, external_bytes = 0;
+  uint64_t model_bytes = 0;  ///< size of the .onnx written
+  std::string data_path;     ///< the external data file written; empty when none was needed
+};
+
 /// The ModelSource an ONNX file opens as; `inspect` asks it for the graph.
 class OnnxSource : public ModelSource {
  public:
   virtual const GraphInfo& graph_info() const = 0;
+
+  /// Writes this model to `out` (atomically; the data file, when any, is renamed into place
+  /// just before the model). The output may replace the input, its data file too: the input
+  /// stays open until the end. InvalidArgument for weights whose dtype or shape differ, for
+  /// a bad data file name and for an inline model over 2 GiB; NotFound for unused weights;
+  /// Unsupported when tensors inside nodes or sparse initializers use external data (their
+  /// locations would no longer resolve); AlreadyExists with no_overwrite.
+  virtual Result<RewriteReport> Rewrite(const std::string& out,
+                                        const RewriteOptions& options) const = 0;
 };
 
 /// Opens an ONNX model: indexes the main graph's initializers and parses the graph. Corrupt for

@@ -11,6 +11,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -543,6 +544,319 @@ TEST(Onnx, CliInspectShowsTheGraphAndConvertRefusesToWriteOnnx) {
   r = testing::RunCli("convert '" + path + "' '" + dir.File("out.onnx") + "'");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("writing onnx is not supported"), std::string::npos) << r.err;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rewrite: placement, alignment, set-weights and refusals.
+
+std::unique_ptr<ModelSource> MustOpen(const std::string& path, IoMode mode = IoMode::kMmap) {
+  ReadOptions o;
+  o.io_mode = mode;
+  auto r = onnx::Open(path, o);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? std::move(*r) : nullptr;
+}
+
+const onnx::OnnxSource& AsOnnx(const ModelSource& m) {
+  return dynamic_cast<const onnx::OnnxSource&>(m);
+}
+
+::onnx::ModelProto Parsed(const std::string& path) {
+  ::onnx::ModelProto m;
+  const std::vector<uint8_t> bytes = testing::ReadBytes(path);
+  EXPECT_TRUE(m.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) << path;
+  return m;
+}
+
+std::map<std::string, std::string> ExternalOf(const ::onnx::TensorProto& t) {
+  std::map<std::string, std::string> kv;
+  for (const auto& e : t.external_data()) kv[e.key()] = e.value();
+  return kv;
+}
+
+// Initializers of every size class: tiny (inline under the default threshold), a typed field
+// (2000 bytes: 64-byte aligned outside), 2 MiB + 3 (page aligned outside), empty, int64.
+::onnx::ModelProto SizesModel() {
+  ::onnx::ModelProto m = BaseModel();
+  AddInit(m, "small", 1, {4})->set_raw_data(std::string(16, '\x01'));
+  auto* mid = AddInit(m, "mid", 1, {500});
+  for (int i = 0; i < 500; ++i) mid->add_float_data(static_cast<float>(i) * 0.5f);
+  std::string big((2 << 20) + 3, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + 1);
+  auto* b = AddInit(m, "big", 2, {static_cast<int64_t>(big.size())});
+  b->set_raw_data(big);
+  b->set_doc_string("kept");
+  AddInit(m, "empty", 1, {0, 3});
+  auto* i64 = AddInit(m, "i64", 7, {3});
+  for (int64_t v : {-1LL, 0LL, 1LL << 40}) i64->add_int64_data(v);
+  return m;
+}
+
+TEST(OnnxRewrite, PlacesAlignsAndKeepsEveryValueAndTheGraph) {
+  TempDir dir;
+  const ::onnx::ModelProto original = SizesModel();
+  const std::string in = Save(dir.File("in.onnx"), original);
+  for (IoMode mode : kIoModes) {
+    auto model = MustOpen(in, mode);
+    ASSERT_TRUE(model);
+    onnx::RewriteOptions opt;
+    opt.placement = onnx::Placement::kExternal;
+    const std::string ext = dir.File("ext.onnx");
+    auto report = AsOnnx(*model).Rewrite(ext, opt);
+    ASSERT_TRUE(report.ok()) << report.status().ToString();
+    EXPECT_EQ(report->external_tensors, 2u);
+    EXPECT_EQ(report->inline_tensors, 3u);
+    EXPECT_EQ(report->data_path, dir.File("ext.onnx.data"));
+
+    const ::onnx::ModelProto m = Parsed(ext);
+    // The graph is the original's, field for field, but for the initializers' data.
+    EXPECT_EQ(m.graph().node(0).SerializeAsString(), original.graph().node(0).SerializeAsString());
+    EXPECT_EQ(m.graph().input(0).SerializeAsString(),
+              original.graph().input(0).SerializeAsString());
+    EXPECT_EQ(m.producer_name(), "unit");
+    ASSERT_EQ(m.graph().initializer_size(), 5);
+    std::map<std::string, const ::onnx::TensorProto*> by_name;
+    for (const auto& t : m.graph().initializer()) by_name[t.name()] = &t;
+    EXPECT_EQ(by_name.at("small")->data_location(), ::onnx::TensorProto::DEFAULT);
+    EXPECT_EQ(by_name.at("small")->raw_data(), std::string(16, '\x01'));
+    EXPECT_EQ(by_name.at("empty")->data_location(), ::onnx::TensorProto::DEFAULT);
+    EXPECT_EQ(by_name.at("big")->doc_string(), "kept");
+    const auto mid = ExternalOf(*by_name.at("mid"));
+    const auto big = ExternalOf(*by_name.at("big"));
+    EXPECT_EQ(mid.at("location"), "ext.onnx.data");
+    EXPECT_EQ(std::stoull(mid.at("offset")) % onnx::kExternalAlign, 0u);
+    EXPECT_EQ(mid.at("length"), "2000");
+    EXPECT_EQ(std::stoull(big.at("offset")) % onnx::kPageAlign, 0u);
+    EXPECT_EQ(std::stoull(big.at("offset")), 4096u);  // the first page after mid's 2000 bytes
+    EXPECT_EQ(by_name.at("mid")->float_data_size(), 0);
+
+    // Values: external -> inline -> as they were; kKeep keeps the external layout.
+    auto external = MustOpen(ext, mode);
+    ASSERT_TRUE(external);
+    EXPECT_TRUE(testing::SameModel(*model, *external));
+    const std::string back = dir.File("back.onnx");
+    opt.placement = onnx::Placement::kInline;
+    ASSERT_TRUE(AsOnnx(*external).Rewrite(back, opt).ok());
+    const ::onnx::ModelProto b = Parsed(back);
+    for (const auto& t : b.graph().initializer()) {
+      EXPECT_EQ(t.data_location(), ::onnx::TensorProto::DEFAULT) << t.name();
+      EXPECT_EQ(t.external_data_size(), 0) << t.name();
+    }
+    auto inlined = MustOpen(back, mode);
+    ASSERT_TRUE(inlined);
+    EXPECT_TRUE(testing::SameModel(*model, *inlined));
+    opt.placement = onnx::Placement::kKeep;
+    opt.data_file = "weights.bin";
+    auto kept = AsOnnx(*external).Rewrite(dir.File("keep.onnx"), opt);
+    ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+    EXPECT_EQ(kept->external_tensors, 2u);
+    EXPECT_EQ(ExternalOf(Parsed(dir.File("keep.onnx")).graph().initializer(2)).at("location"),
+              "weights.bin");
+    EXPECT_TRUE(testing::SameModel(*model, *MustOpen(dir.File("keep.onnx"), mode)));
+    opt.data_file.clear();
+    // Threshold 0: every non-empty tensor goes outside.
+    opt.placement = onnx::Placement::kExternal;
+    opt.size_threshold = 0;
+    auto all = AsOnnx(*model).Rewrite(dir.File("all.onnx"), opt);
+    ASSERT_TRUE(all.ok());
+    EXPECT_EQ(all->external_tensors, 4u);
+    EXPECT_TRUE(testing::SameModel(*model, *MustOpen(dir.File("all.onnx"), mode)));
+  }
+}
+
+TEST(OnnxRewrite, GoldenModelsRoundTripByteForByte) {
+  MP_SKIP_WITHOUT_GOLDEN();
+  const fs::path golden = testing::GoldenDir() / "onnx";
+  TempDir dir;
+  // torch 2.11 wrote both: the same weights inline and in mlp_opset17_external.onnx.data.
+  auto inline_model = MustOpen((golden / "mlp_opset17.onnx").string());
+  ASSERT_TRUE(inline_model);
+  onnx::RewriteOptions opt;
+  opt.placement = onnx::Placement::kExternal;
+  opt.size_threshold = 0;
+  const std::string ext = dir.File("mlp_opset17_external.onnx");
+  ASSERT_TRUE(AsOnnx(*inline_model).Rewrite(ext, opt).ok());
+  EXPECT_EQ(testing::ReadBytes(ext), testing::ReadBytes((golden / "mlp_opset17_external.onnx")));
+  EXPECT_EQ(testing::ReadBytes(ext + ".data"),
+            testing::ReadBytes((golden / "mlp_opset17_external.onnx.data")));
+
+  auto external_model = MustOpen((golden / "mlp_opset17_external.onnx").string());
+  ASSERT_TRUE(external_model);
+  opt.placement = onnx::Placement::kInline;
+  ASSERT_TRUE(AsOnnx(*external_model).Rewrite(dir.File("inline.onnx"), opt).ok());
+  EXPECT_EQ(testing::ReadBytes(dir.File("inline.onnx")),
+            testing::ReadBytes((golden / "mlp_opset17.onnx")));
+}
+
+Model Weights(std::vector<TensorView> tensors) {
+  Model m;
+  for (auto& t : tensors) EXPECT_TRUE(m.Add(std::move(t)).ok());
+  return m;
+}
+
+TEST(OnnxRewrite, SetWeightsReplacesByNameAndChecksDtypeAndShape) {
+  TempDir dir;
+  const std::string in = Save(dir.File("in.onnx"), SizesModel());
+  auto model = MustOpen(in);
+  ASSERT_TRUE(model);
+  const std::vector<uint8_t> tuned = AsBytes(std::vector<float>{9, 8, 7, 6});
+  Model weights = Weights({testing::BytesTensor("small", DType::kF32, Shape({4}), tuned),
+                           testing::PatternTensor("mid", DType::kF32, Shape({500}), 3)});
+  onnx::RewriteOptions opt;
+  opt.weights = &weights;
+  auto report = AsOnnx(*model).Rewrite(dir.File("out.onnx"), opt);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->replaced, (std::vector<std::string>{"small", "mid"}));
+  auto out = MustOpen(dir.File("out.onnx"));
+  ASSERT_TRUE(out);
+  EXPECT_EQ(Bytes(*out->Load(0)), tuned);
+  EXPECT_EQ(Bytes(*out->Load(1)), Bytes(*weights.Load(1)));
+  for (size_t i = 2; i < 5; ++i) EXPECT_EQ(Bytes(*out->Load(i)), Bytes(*model->Load(i)));
+
+  // Tied weights: a name the weights list as an alias of another tensor.
+  Model tied = Weights({testing::BytesTensor("tok", DType::kF32, Shape({4}), tuned)});
+  tied.mutable_metadata()[kAliasesMetadataKey] = Json{{"small", "tok"}};
+  opt.weights = &tied;  // "tok" itself is no initializer, but its values are used
+  report = AsOnnx(*model).Rewrite(dir.File("tied.onnx"), opt);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->replaced, (std::vector<std::string>{"small"}));
+  EXPECT_TRUE(report->unused.empty());
+  EXPECT_EQ(Bytes(*MustOpen(dir.File("tied.onnx"))->Load(0)), tuned);
+
+  auto refused = [&](const Model& w, bool allow_unused, StatusCode code, const std::string& gist) {
+    onnx::RewriteOptions o;
+    o.weights = &w;
+    o.allow_unused_weights = allow_unused;
+    const std::string dest = dir.File("refused.onnx");
+    auto r = AsOnnx(*model).Rewrite(dest, o);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), code) << r.status().ToString();
+    EXPECT_NE(r.status().message().find(gist), std::string::npos) << r.status().ToString();
+    EXPECT_FALSE(fs::exists(dest));
+    EXPECT_FALSE(fs::exists(dest + ".data"));
+  };
+  refused(Weights({testing::PatternTensor("small", DType::kF16, Shape({4}), 1)}), false,
+          StatusCode::kInvalidArgument,
+          "initializer 'small' is f32 [4] but the new weights give f16 [4]");
+  refused(Weights({testing::PatternTensor("small", DType::kF32, Shape({2, 2}), 1)}), false,
+          StatusCode::kInvalidArgument, "is f32 [4] but the new weights give f32 [2, 2]");
+  refused(Weights({testing::BytesTensor("small", DType::kF32, Shape({4}), tuned),
+                   testing::PatternTensor("lm_head", DType::kF32, Shape({4}), 1)}),
+          false, StatusCode::kNotFound,
+          "1 new weight(s) match no initializer of the model ('lm_head')");
+  refused(Weights({testing::PatternTensor("other", DType::kF32, Shape({4}), 1)}), true,
+          StatusCode::kNotFound, "none of the 1 new weights has the name of an initializer");
+}
+
+TEST(OnnxRewrite, RefusesBadRequestsAndLeavesNothingBehind) {
+  TempDir dir;
+  const std::string in = Save(dir.File("in.onnx"), SizesModel());
+  auto model = MustOpen(in);
+  ASSERT_TRUE(model);
+  const auto count_files = [&] {
+    return std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator());
+  };
+  auto before = count_files();
+  auto expect = [&](const onnx::RewriteOptions& opt, const std::string& out, StatusCode code,
+                    const std::string& gist) {
+    auto r = AsOnnx(*model).Rewrite(out, opt);
+    ASSERT_FALSE(r.ok()) << out;
+    EXPECT_EQ(r.status().code(), code) << r.status().ToString();
+    EXPECT_NE(r.status().message().find(gist), std::string::npos) << r.status().ToString();
+    EXPECT_EQ(count_files(), before);
+  };
+  onnx::RewriteOptions opt;
+  opt.placement = onnx::Placement::kExternal;
+  const std::vector<std::string> bad_names = {"../x.data", "sub/x.data", "..", "out.onnx",
+                                              std::string("a\0b", 3)};
+  for (const std::string& bad : bad_names) {
+    opt.data_file = bad;
+    expect(opt, dir.File("out.onnx"), StatusCode::kInvalidArgument, "external data file name");
+  }
+  opt.data_file.clear();
+  opt.write.no_overwrite = true;
+  expect(opt, in, StatusCode::kAlreadyExists, "exists");
+  testing::WriteBytes(dir.File("taken.onnx.data"), {1});
+  before = count_files();
+  expect(opt, dir.File("taken.onnx"), StatusCode::kAlreadyExists, "taken.onnx.data: exists");
+  EXPECT_EQ(testing::ReadBytes(dir.File("taken.onnx.data")), std::vector<uint8_t>{1});
+  fs::remove(dir.File("taken.onnx.data"));
+  before = count_files();
+  opt.write.no_overwrite = false;
+  opt.write.shard_size = 10;
+  expect(opt, dir.File("out.onnx"), StatusCode::kInvalidArgument, "shards");
+}
+
+TEST(OnnxRewrite, RefusesInlineModelsOverTwoGiBBeforeWritingAnything) {
+  TempDir dir;
+  // 2 GiB + 4 bytes of external data, as a sparse file: opening reads none of it.
+  const std::string data = dir.File("w.bin");
+  const uint64_t bytes = (uint64_t{1} << 31) + 4;
+  ASSERT_EQ(::truncate(Save(data, std::string()).c_str(), static_cast<off_t>(bytes)), 0);
+  ::onnx::ModelProto m = BaseModel();
+  SetExternal(AddInit(m, "w", 2, {static_cast<int64_t>(bytes)}), {{"location", "w.bin"}});
+  auto model = MustOpen(Save(dir.File("big.onnx"), m));
+  ASSERT_TRUE(model);
+  onnx::RewriteOptions opt;
+  opt.placement = onnx::Placement::kInline;
+  auto r = AsOnnx(*model).Rewrite(dir.File("inline.onnx"), opt);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("over protobuf's 2 GiB limit"), std::string::npos)
+      << r.status().ToString();
+  EXPECT_FALSE(fs::exists(dir.File("inline.onnx")));
+}
+
+TEST(OnnxRewrite, NestedExternalTensorsAreNotedAndRefused) {
+  TempDir dir;
+  testing::WriteBytes(dir.File("c.bin"), AsBytes(std::vector<float>{1, 2}));
+  ::onnx::ModelProto m = BaseModel();
+  AddInit(m, "w", 1, {1})->set_raw_data(std::string(4, '\0'));
+  ::onnx::NodeProto* c = m.mutable_graph()->add_node();
+  c->set_op_type("Constant");
+  c->add_output("c");
+  ::onnx::AttributeProto* a = c->add_attribute();
+  a->set_name("value");
+  a->set_type(::onnx::AttributeProto::TENSOR);
+  a->mutable_t()->set_data_type(1);
+  a->mutable_t()->add_dims(2);
+  SetExternal(a->mutable_t(), {{"location", "c.bin"}});
+  auto model = MustOpen(Save(dir.File("m.onnx"), m));
+  ASSERT_TRUE(model);
+  ASSERT_EQ(model->notes().size(), 1u);
+  EXPECT_NE(model->notes()[0].find("1 tensor(s) inside nodes"), std::string::npos);
+  auto r = AsOnnx(*model).Rewrite(dir.File("out.onnx"), {});
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
+  EXPECT_FALSE(fs::exists(dir.File("out.onnx")));
+}
+
+TEST(OnnxRewrite, ReplacesItsOwnInputAndDataFileInPlace) {
+  TempDir dir;
+  const std::string path = Save(dir.File("model.onnx"), SizesModel());
+  onnx::RewriteOptions opt;
+  opt.placement = onnx::Placement::kExternal;
+  auto original = MustOpen(path);
+  ASSERT_TRUE(original);
+  Model expected;
+  for (size_t i = 0; i < original->tensors().size(); ++i) {
+    auto t = original->Load(i);
+    ASSERT_TRUE(t.ok());
+    ASSERT_TRUE(
+        expected.Add(testing::BytesTensor(t->info.name, t->info.dtype, t->info.shape, Bytes(*t)))
+            .ok());
+  }
+  ASSERT_TRUE(AsOnnx(*original).Rewrite(path, opt).ok());
+  original.reset();
+  // Again, now that model.onnx.data is the input's own data file.
+  auto external = MustOpen(path);
+  ASSERT_TRUE(external);
+  opt.size_threshold = 0;
+  ASSERT_TRUE(AsOnnx(*external).Rewrite(path, opt).ok());
+  external.reset();
+  auto result = MustOpen(path);
+  ASSERT_TRUE(result);
+  EXPECT_TRUE(testing::SameModel(expected, *result, /*compare_metadata=*/false));
+  EXPECT_EQ(result->files().files.size(), 2u);
 }
 
 }  // namespace
