@@ -26,12 +26,16 @@ done
 
 install_node_oracles() {
   # The independent readers the tests use as oracles (tests/node/package.json, pinned by its
-  # lock file). Tests that need them skip when node is absent.
-  local dir
+  # lock file). Tests that need them skip when node is absent. Reinstalls when the lock file
+  # changed since the last install (its sha256 is stamped inside node_modules).
+  local dir lock_sha
   dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/node"
-  if command -v npm >/dev/null 2>&1 && [[ ! -d "$dir/node_modules" ]]; then
+  command -v npm >/dev/null 2>&1 || return 0
+  lock_sha="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [[ "$(cat "$dir/node_modules/.lock.sha256" 2>/dev/null)" != "$lock_sha" ]]; then
     echo "setup: npm ci in tests/node" >&2
     (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund >&2)
+    echo "$lock_sha" >"$dir/node_modules/.lock.sha256"
   fi
 }
 

@@ -64,6 +64,30 @@ bool PythonHas(const std::string& modules) {
   return Run("/usr/bin/python3 -c '" + imports + "'").exit_code == 0;
 }
 
+namespace {
+/// `s` as one /bin/sh word.
+std::string ShellQuote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+}  // namespace
+
+bool NodeHasOrt() {
+  static const bool has =
+      Run("node --version").exit_code == 0 &&
+      fs::exists(SourceDir() / "tests/node/node_modules/onnxruntime-node/package.json");
+  return has;
+}
+
+CommandResult RunOrt(const std::string& model, const std::string& out_dir,
+                     const std::vector<std::string>& inputs) {
+  std::string command = "node " + ShellQuote((SourceDir() / "tests/node/ort_run.mjs").string()) +
+                        " " + ShellQuote(model) + " " + ShellQuote(out_dir);
+  for (const std::string& input : inputs) command += " " + ShellQuote(input);
+  return Run(command);
+}
+
 std::vector<uint8_t> ReadBytes(const std::string& path) {
   std::string s = Slurp(path);
   return {s.begin(), s.end()};

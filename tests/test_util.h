@@ -44,6 +44,14 @@ CommandResult Run(const std::string& command);
 CommandResult RunCli(const std::string& args);
 /// True when /usr/bin/python3 can import every module in `modules` (e.g. "torch numpy").
 bool PythonHas(const std::string& modules);
+/// True when node runs and tests/node has onnxruntime-node installed (`npm ci` there).
+bool NodeHasOrt();
+/// Runs `model` with onnxruntime (CPU) through tests/node/ort_run.mjs, writing each output to
+/// `out_dir`/<name>.npy; `inputs` are "NAME=INPUT.npy" (or one bare INPUT.npy for a model with
+/// one input). On success `out` is one JSON line {"outputs": [{"name", "file", "dtype",
+/// "shape"}]}; on failure exit_code is 1 and `err` one line.
+CommandResult RunOrt(const std::string& model, const std::string& out_dir,
+                     const std::vector<std::string>& inputs);
 
 /// Whole file as bytes.
 std::vector<uint8_t> ReadBytes(const std::string& path);
@@ -85,6 +93,11 @@ namespace mp::testing {
 Result<DType> DTypeFromTorchName(const std::string& name);
 
 }  // namespace mp::testing
+
+/// Skips the current test unless NodeHasOrt().
+#define MP_SKIP_WITHOUT_ORT()       \
+  if (!::mp::testing::NodeHasOrt()) \
+  GTEST_SKIP() << "node or onnxruntime-node is missing (npm ci --ignore-scripts in tests/node)"
 
 /// Skips the current test when ../shared/golden is not beside the checkout.
 #define MP_SKIP_WITHOUT_GOLDEN()                            \
