@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the small real model shipped in tests/data: inspect it, convert it to f16
-# and to shards, verify both, diff them against the original, and hash. Each command is
+# The main job on the small real models shipped in tests/data: inspect the GPT-2, convert it to
+# f16, to shards and to PyTorch, verify, diff and hash; rewrite the ONNX MLP's weights. Each command is
 # printed before it runs. `make demo` builds the CLI and calls this.
 #   scripts/demo.sh [path/to/modelport] [output folder]
 set -euo pipefail
@@ -56,6 +56,17 @@ echo "tensor digests of $MODEL and $OUT/tiny-gpt2-sharded are identical"
 run "$MP" convert "$MODEL" "$OUT/tiny-gpt2.pt"
 run "$MP" diff "$MODEL" "$OUT/tiny-gpt2.pt"
 run "$MP" scan "$OUT/tiny-gpt2.pt"
+
+# ONNX: the graph in inspect; weights moved to an external data file, extracted to
+# safetensors, and dropped back into the graph with set-weights; nothing changed on the way.
+ONNX=tests/data/mlp-onnx/model.onnx
+run "$MP" inspect "$ONNX"
+run "$MP" onnx rewrite "$ONNX" -o "$OUT/mlp-external.onnx" --external-data --size-threshold 0
+run "$MP" convert "$OUT/mlp-external.onnx" "$OUT/mlp.safetensors"
+run "$MP" onnx set-weights "$ONNX" "$OUT/mlp.safetensors" -o "$OUT/mlp-set.onnx"
+announce cmp "$ONNX" "$OUT/mlp-set.onnx"
+cmp "$ONNX" "$OUT/mlp-set.onnx"
+echo "$OUT/mlp-set.onnx is byte-identical to $ONNX"
 
 # A damaged file is refused with one line on stderr and exit code 4 (input rejected).
 announce head -c 100000 "$MODEL" ">$OUT/truncated.safetensors"
