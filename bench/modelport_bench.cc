@@ -7,6 +7,7 @@
 // Every file it makes lives in DIR (default /tmp/modelport-bench) and is removed at the end
 // unless --keep is given. docs/PERFORMANCE.md explains each row.
 #include <fcntl.h>
+#include <onnx/onnx_pb.h>
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
@@ -37,6 +38,7 @@
 #include "modelport/core/tensor.h"
 #include "modelport/formats/format.h"
 #include "modelport/formats/gguf/gguf.h"
+#include "modelport/formats/onnx/onnx.h"
 #include "modelport/formats/safetensors/safetensors.h"
 #include "modelport/formats/torch/torch.h"
 
@@ -498,6 +500,80 @@ std::pair<int, std::string> Spawn(const std::vector<std::string>& args) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// ONNX inputs without Python: a ModelProto whose initializers point, as external data, at the
+// tensors inside the benchmark's safetensors file (same folder), written with libprotobuf's
+// onnx classes. OnnxSource::Rewrite turns it into the real inputs.
+
+/// ONNX TensorProto.DataType codes of the safetensors dtypes the benchmark model can hold.
+int32_t OnnxTypeCode(const std::string& st_dtype) {
+  static const std::map<std::string, int32_t> kCodes = {
+      {"F32", 1}, {"U8", 2},   {"I8", 3},   {"I16", 5},  {"I32", 6},
+      {"I64", 7}, {"BOOL", 9}, {"F16", 10}, {"F64", 11}, {"BF16", 16}};
+  const auto it = kCodes.find(st_dtype);
+  if (it == kCodes.end()) Die("no ONNX type for safetensors dtype " + st_dtype);
+  return it->second;
+}
+
+/// Writes `onnx_path`: one initializer per tensor of the safetensors file `st_path` (in the
+/// same folder), each stored as external data at that tensor's bytes in `st_path`.
+void WriteOnnxPointingAt(const std::string& st_path, const std::string& onnx_path) {
+  const int fd = OpenOrDie(st_path, O_RDONLY);
+  uint8_t len_bytes[8];
+  if (::pread(fd, len_bytes, 8, 0) != 8) Die(st_path + ": short read");
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = header_len << 8 | len_bytes[i];
+  std::string header(header_len, '\0');
+  if (::pread(fd, header.data(), header_len, 8) != static_cast<ssize_t>(header_len)) {
+    Die(st_path + ": short read of the header");
+  }
+  ::close(fd);
+  const Json j = Json::parse(header, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) Die(st_path + ": header is not a JSON object");
+  struct Entry {
+    uint64_t begin, end;
+    std::string name;
+    const Json* json;
+  };
+  std::vector<Entry> entries;
+  for (const auto& [name, value] : j.items()) {
+    if (name == "__metadata__") continue;
+    const auto& off = value.at("data_offsets");
+    entries.push_back({off[0].get<uint64_t>(), off[1].get<uint64_t>(), name, &value});
+  }
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
+
+  ::onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.set_producer_name("modelport_bench");
+  auto* opset = model.add_opset_import();
+  opset->set_domain("");
+  opset->set_version(17);
+  auto* graph = model.mutable_graph();
+  graph->set_name("bench");
+  const std::string location = fs::path(st_path).filename().string();
+  const uint64_t data_start = 8 + header_len;
+  for (const Entry& e : entries) {
+    auto* t = graph->add_initializer();
+    t->set_name(e.name);
+    for (const auto& d : e.json->at("shape")) t->add_dims(d.get<int64_t>());
+    t->set_data_type(OnnxTypeCode(e.json->at("dtype").get<std::string>()));
+    t->set_data_location(::onnx::TensorProto::EXTERNAL);
+    auto add = [&](const char* key, const std::string& value) {
+      auto* kv = t->add_external_data();
+      kv->set_key(key);
+      kv->set_value(value);
+    };
+    add("location", location);
+    add("offset", std::to_string(data_start + e.begin));
+    add("length", std::to_string(e.end - e.begin));
+  }
+  std::string bytes;
+  if (!model.SerializeToString(&bytes)) Die(onnx_path + ": cannot serialize the ModelProto");
+  WriteFile(onnx_path, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), false);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Convert, measured in a fresh child process so its peak memory is its own.
 
 struct ConvertResult {
@@ -695,6 +771,26 @@ Peers RunPeers(const Options& opt, const std::string& model_path) {
     std::printf("peers: skipped: %s\n", j["skipped"].dump().c_str());
   }
   return p;
+}
+
+/// peers.py --onnx: onnx.load of the inline ONNX model (python3-onnx); "no time" without peers.
+std::pair<Stat, std::string> RunOnnxPeer(const Options& opt, const std::string& model_path,
+                                         const std::string& onnx_path) {
+  if (!opt.peers || access(kPython, X_OK) != 0) return {};
+  std::printf("peers: running %s %s --onnx (onnx.load) ...\n", kPython, MODELPORT_PEERS_SCRIPT);
+  std::fflush(stdout);
+  auto [code, out] = Spawn({kPython, MODELPORT_PEERS_SCRIPT, "--dir", opt.dir, "--model",
+                            model_path, "--reps", std::to_string(opt.reps), "--onnx", onnx_path});
+  const Json j = Json::parse(out, nullptr, /*allow_exceptions=*/false);
+  if (code != 0 || j.is_discarded() || !j.is_object()) {
+    std::printf("peers: peers.py --onnx failed (exit %d); onnx.load row left out\n", code);
+    return {};
+  }
+  if (!j.contains("onnx_load_ms") || !j["onnx_load_ms"].is_array()) {
+    std::printf("peers: onnx.load skipped: %s\n", j.value("skipped", Json::array()).dump().c_str());
+    return {};
+  }
+  return {Summarize(j["onnx_load_ms"].get<std::vector<double>>()), j.value("versions", "")};
 }
 
 std::string LoadAvg() {
@@ -1132,6 +1228,95 @@ int RunBench(const Options& opt) {
                               Verdict(peak_mib <= cap_mib)});
   }
 
+  // ONNX: the same weights as a model with external data (model.onnx + model.onnx.data, every
+  // initializer in the data file) and as an inline model (all raw_data in the .onnx), both made
+  // by OnnxSource::Rewrite from a model pointing into model.safetensors. Extracting the weights
+  // to safetensors is held to `cat in > out` [C] of the data file; open is index only.
+  {
+    const std::string ptr_path = opt.dir + "/onnx_src.onnx";
+    const std::string ext_path = opt.dir + "/model.onnx", ext_data = ext_path + ".data";
+    const std::string inline_path = opt.dir + "/inline.onnx";
+    const std::string rw_path = opt.dir + "/rewrite.onnx", rw_data = rw_path + ".data";
+    const std::string out_path = opt.dir + "/from_onnx.safetensors";
+    WriteOnnxPointingAt(model_path, ptr_path);
+    auto rewrite = [](const std::string& from, const std::string& to, onnx::Placement placement) {
+      auto src = Take(OpenModel(from), "open " + from);
+      const auto* onnx_src = dynamic_cast<const onnx::OnnxSource*>(src.get());
+      if (onnx_src == nullptr) Die(from + ": did not open as ONNX");
+      onnx::RewriteOptions ro;
+      ro.placement = placement;
+      ro.size_threshold = 0;
+      ro.write.durable = false;
+      (void)Take(onnx_src->Rewrite(to, ro), "rewrite " + from + " -> " + to);
+    };
+    rewrite(ptr_path, ext_path, onnx::Placement::kExternal);
+    rewrite(ptr_path, inline_path, onnx::Placement::kInline);
+    Remove(ptr_path);
+    // Rewrite wrote 2 GiB without fsync: flush it now, or its writeback would throttle the
+    // writes measured below.
+    ::sync();
+    for (const std::string& p : {ext_path, ext_data, inline_path}) Cat(p);
+    const uint64_t data_bytes = FileSize(ext_data);
+
+    const Stat cat = Summarize(Time(
+        reps, nullptr, [&] { CatTo(ext_data, scratch); }, [&] { Remove(scratch); }));
+    rows.push_back({.name = "-- onnx (1 GiB of weights)"});
+    rows.push_back({.name = "cat in > out, the .onnx.data [C]", .time = cat, .bytes = data_bytes});
+    // The peer: what Python's onnx takes to give the same index (it parses the whole file).
+    const auto [onnx_load, onnx_versions] = RunOnnxPeer(opt, model_path, inline_path);
+    if (onnx_load.ms >= 0) {
+      rows.push_back({.name = "peer: onnx.load, the inline .onnx (" + onnx_versions + ")",
+                      .time = onnx_load,
+                      .bytes = data_bytes});
+    }
+    Cat(inline_path);  // the peer may have pushed it out of the page cache
+    for (const bool inline_model : {true, false}) {
+      const std::string& path = inline_model ? inline_path : ext_path;
+      const Stat t = Summarize(Time(
+          std::max(20, reps * 4), nullptr, [&] { (void)Take(OpenModel(path), "open " + path); },
+          nullptr));
+      rows.push_back({.name = inline_model ? "open inline .onnx (index only)"
+                                           : "open external .onnx (index only)",
+                      .time = t,
+                      .vs_peer = inline_model ? VsPeer(t.ms, onnx_load, "onnx.load") : "",
+                      .target = inline_model ? "< 50 ms: " + Verdict(t.ms < 50) : ""});
+    }
+    std::vector<double> ms;
+    for (int i = 0; i <= reps; ++i) {  // run 0 is the warm-up
+      Remove(out_path);
+      // No fsync, like cat.
+      const ConvertResult r = RunConvertChild(ext_path, out_path, "mmap", "none", "scratch");
+      if (i > 0) ms.push_back(r.ms);
+    }
+    if (!ModelMatches(out_path, specs)) Die(out_path + ": not the benchmark's tensors");
+    Remove(out_path);
+    const Stat convert = Summarize(ms);
+    rows.push_back({.name = "convert external .onnx -> safetensors",
+                    .time = convert,
+                    .bytes = data_bytes,
+                    .vs_limit = VsLimit(convert.ms, cat.ms, "C"),
+                    .target = "<= 2x C: " + Verdict(convert.ms <= 2 * cat.ms)});
+    for (const bool to_external : {true, false}) {
+      const std::string& from = to_external ? inline_path : ext_path;
+      const Stat t = Summarize(Time(
+          reps, nullptr,
+          [&] {
+            rewrite(from, rw_path,
+                    to_external ? onnx::Placement::kExternal : onnx::Placement::kInline);
+          },
+          [&] {
+            Remove(rw_path);
+            Remove(rw_data);
+          }));
+      rows.push_back({.name = to_external ? "rewrite inline -> external .onnx"
+                                          : "rewrite external -> inline .onnx",
+                      .time = t,
+                      .bytes = data_bytes,
+                      .vs_limit = VsLimit(t.ms, cat.ms, "C")});
+    }
+    for (const std::string& p : {ext_path, ext_data, inline_path}) Remove(p);
+  }
+
   std::printf("\nload average at end: %s\n", LoadAvg().c_str());
   std::printf(
       "L = read() of the model file (page cache) into a fresh 2 MiB-aligned MADV_HUGEPAGE "
@@ -1183,7 +1368,7 @@ int Main(int argc, char** argv) {
           "(default /tmp/modelport-bench; needs ~4 GiB)\n"
           "  --reps N     repetitions per measurement, median reported (default 5)\n"
           "  --threads N  threads for the digest measurements (default: all CPUs)\n"
-          "  --no-peers   skip torch/numpy (bench/peers.py)\n"
+          "  --no-peers   skip torch/numpy/onnx (bench/peers.py)\n"
           "  --keep       keep the generated inputs for the next run\n");
       return 0;
     } else {

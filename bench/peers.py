@@ -6,6 +6,9 @@ progress goes to stderr.
 
   /usr/bin/python3 bench/peers.py --dir DIR --model DIR/model.safetensors --reps 5
 
+With --onnx PATH it only times onnx.load of that ONNX model (python3-onnx) and prints
+{"onnx_load_ms": [...], "versions": ...}.
+
 Inputs it makes once and reuses while they are newer than the model: DIR/model.pt (the state
 dict, torch.save'd) and DIR/model.npy (every tensor's bytes as one flat float32 array, 1 GiB:
 the fair numpy peer for "load into owned memory"). Scratch outputs are deleted after each rep.
@@ -82,12 +85,33 @@ def remove(path):
         pass
 
 
+def onnx_peer(args):
+    """`--onnx PATH`: onnx.load of the model, weights and all (the bench runs this after it has
+    made its ONNX inputs, so it is a mode of its own)."""
+    out = {"versions": "python " + sys.version.split()[0], "skipped": []}
+    try:
+        import onnx
+        out["versions"] += ", onnx " + onnx.__version__
+    except ImportError as e:
+        out["skipped"].append("onnx: " + str(e))
+        print(json.dumps(out))
+        return
+    warm(args.onnx)
+    log("onnx.load x", args.reps)
+    out["onnx_load_ms"] = timed(args.reps, lambda: onnx.load(args.onnx))
+    print(json.dumps(out))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", required=True)
     ap.add_argument("--model", required=True, help="the benchmark's model.safetensors")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--onnx", help="only time onnx.load of this (inline) ONNX model")
     args = ap.parse_args()
+    if args.onnx:
+        onnx_peer(args)
+        return
     out = {"versions": "python " + sys.version.split()[0], "skipped": []}
     pt_path = os.path.join(args.dir, "model.pt")
     npy_path = os.path.join(args.dir, "model.npy")
