@@ -12,6 +12,7 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libssl-dev libxxhash-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libprotobuf-dev protobuf-compiler libonnx-dev  # ONNX: protobuf runtime + the onnx.proto classes
+  libsqlite3-dev libpq-dev postgresql  # registry metadata: SQLite, libpq; a server for its tests
   # oracle tests and the benchmark's peers (run with /usr/bin/python3)
   python3 python3-numpy python3-torch python3-onnx libonnx-testdata
 )

@@ -68,6 +68,7 @@ Command AddDiffCommand(CLI::App& app);
 Command AddHashCommand(CLI::App& app);
 Command AddScanCommand(CLI::App& app);
 Command AddOnnxCommand(CLI::App& app);
+Command AddRegistryCommand(CLI::App& app);
 
 /// Adds `--key PATH` (which nested state dict of a checkpoint to read) to a subcommand.
 void AddKeyOption(CLI::App* sub, std::string* key);

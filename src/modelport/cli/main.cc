@@ -27,7 +27,7 @@ int Main(int argc, char** argv) {
   const std::vector<Command> commands = {AddInspectCommand(app), AddConvertCommand(app),
                                          AddVerifyCommand(app),  AddDiffCommand(app),
                                          AddHashCommand(app),    AddScanCommand(app),
-                                         AddOnnxCommand(app)};
+                                         AddOnnxCommand(app),    AddRegistryCommand(app)};
   // A subcommand's own footer (scan's verdicts and exit codes) comes before the shared table.
   for (const Command& c : commands) {
     const std::string own = c.app->get_footer();
