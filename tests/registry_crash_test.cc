@@ -42,13 +42,11 @@ TEST(RegistryCrash, PushesKilledAtRandomLeaveNoHalfVersions) {
     ASSERT_TRUE(safetensors::Write(m, models.back(), {}).ok());
   }
 
-  std::mt19937 rng(20261126);
-  constexpr int kIterations = 200;
-  int killed = 0;
-  for (int i = 0; i < kIterations; ++i) {
-    const std::string& model = models[static_cast<size_t>(i) % models.size()];
+  // Kill times are drawn from [0, the time one push takes here], so the kills land all over the
+  // push (opening, hashing, blob writes, fsyncs, the transaction) whatever the machine's speed.
+  auto start_push = [&](const std::string& model) -> pid_t {
     const pid_t pid = fork();
-    ASSERT_GE(pid, 0);
+    if (pid < 0) std::abort();
     if (pid == 0) {
       const int null = ::open("/dev/null", O_WRONLY);
       ::dup2(null, 1);
@@ -57,13 +55,30 @@ TEST(RegistryCrash, PushesKilledAtRandomLeaveNoHalfVersions) {
               root.c_str(), static_cast<char*>(nullptr));
       _exit(127);
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 120000));
+    return pid;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  const pid_t timed = start_push(models[0]);
+  int timed_status = 0;
+  ASSERT_EQ(waitpid(timed, &timed_status, 0), timed);
+  ASSERT_TRUE(WIFEXITED(timed_status) && WEXITSTATUS(timed_status) == 0);
+  const auto push_us = std::max<int64_t>(
+      1000,
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count());
+
+  std::mt19937 rng(20261126);
+  constexpr int kIterations = 200;
+  int killed = 0;
+  for (int i = 0; i < kIterations; ++i) {
+    const pid_t pid = start_push(models[static_cast<size_t>(i) % models.size()]);
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % push_us));
     ::kill(pid, SIGKILL);
     int status = 0;
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
     killed += WIFSIGNALED(status);
   }
-  EXPECT_GT(killed, kIterations / 4);  // most die mid-push; some finish first
+  EXPECT_GE(killed, 10);  // with kill times inside the push's span most die mid-push
 
   auto reg = registry::Registry::Open(root, "");
   ASSERT_TRUE(reg.ok()) << reg.status().ToString();
