@@ -88,7 +88,13 @@ CREATE TABLE IF NOT EXISTS registry_meta (
 )sql";
 }
 
-std::string Quote(std::string_view s) { return "'" + std::string(s) + "'"; }
+// Built by appending: g++ 12 -O3 warns falsely (-Wrestrict) on "x" + std::string.
+std::string Quote(std::string_view s) {
+  std::string out = "'";
+  out += s;
+  out += '\'';
+  return out;
+}
 
 std::string NowUtc() {
   const auto now = std::chrono::system_clock::now();
@@ -668,7 +674,11 @@ Result<VersionRecord> Registry::Promote(const Ref& ref, std::optional<int64_t> e
   MP_ASSIGN_OR_RETURN(const int64_t version, I.VersionOf(ref));
   MP_ASSIGN_OR_RETURN(const int64_t current, I.Production(ref.name));
   if (expect_current && *expect_current != current) {
-    auto shown = [](int64_t v) { return v == 0 ? std::string("none") : "@" + std::to_string(v); };
+    auto shown = [](int64_t v) {
+      std::string out = v == 0 ? "none" : "@";
+      if (v != 0) out += std::to_string(v);
+      return out;
+    };
     return AlreadyExists(ref.name + ": production is " + shown(current) + ", not " +
                          shown(*expect_current) + " as expected (another promotion won)");
   }
