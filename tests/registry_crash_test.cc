@@ -4,10 +4,12 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -104,7 +106,11 @@ TEST(RegistryCrash, PushesKilledAtRandomLeaveNoHalfVersions) {
     }
   }
   // Version numbers stay unique and the registry still takes pushes; gc clears what the
-  // killed pushes left.
+  // killed pushes left once it is old enough to be theirs (their temporaries, aged here).
+  const timespec old[2] = {{time(nullptr) - 7200, 0}, {time(nullptr) - 7200, 0}};
+  for (const auto& e : fs::directory_iterator(root + "/tmp")) {
+    ASSERT_EQ(::utimensat(AT_FDCWD, e.path().c_str(), old, 0), 0);
+  }
   auto gc = (*reg)->Gc(0, false);
   ASSERT_TRUE(gc.ok()) << gc.status().ToString();
   auto more = testing::RunCli("registry push m '" + models[0] + "' --registry '" + root + "'");

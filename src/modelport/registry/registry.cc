@@ -550,65 +550,99 @@ Result<VersionRecord> Registry::Push(const std::string& name, const ModelSource&
       I.blobs->Put({reinterpret_cast<const uint8_t*>(manifest_text.data()), manifest_text.size()},
                    options.durable));
 
-  // One transaction makes the version visible with its aliases, lineage and event.
-  MP_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*I.db));
-  const std::string now = NowUtc();
-  MP_RETURN_IF_ERROR(I.db->Query("INSERT INTO models (name, created_at, next_version) VALUES "
-                                 "($1, $2, 1) ON CONFLICT (name) DO NOTHING",
-                                 {name, now})
-                         .status());
-  MP_ASSIGN_OR_RETURN(auto next,
-                      I.db->Query("SELECT next_version FROM models WHERE name = $1", {name}));
-  if (next.empty()) return Internal("model row missing after insert");
-  const int64_t version = AsInt(next[0][0]);
-  MP_RETURN_IF_ERROR(
-      I.db->Query("UPDATE models SET next_version = $1 WHERE name = $2", {version + 1, name})
-          .status());
-  Json tags = Json::array();
-  for (const auto& t : options.tags) tags.push_back(t);
-  std::vector<SqlValue> row = {name,
-                               version,
-                               manifest_blob.digest,
-                               options.label.empty() ? SqlValue(nullptr) : SqlValue(options.label),
-                               std::string("staged"),
-                               manifest.format,
-                               static_cast<int64_t>(manifest.tensors.size()),
-                               static_cast<int64_t>(logical),
-                               Dump(manifest.metadata),
-                               Dump(options.metrics),
-                               Dump(options.params),
-                               Dump(tags),
-                               now,
-                               I.who};
-  if (parent) {
-    row.insert(row.end(), {parent->model, parent->version, options.relation, options.command,
-                           Dump(Json::object())});
-  } else {
-    row.insert(row.end(), {nullptr, nullptr, nullptr, nullptr, nullptr});
-  }
-  auto inserted = I.db->Query(std::string("INSERT INTO versions (") + kVersionColumns +
-                                  ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
-                                  "$13, $14, $15, $16, $17, $18, $19)",
-                              row);
-  if (!inserted) {
-    if (inserted.error().code() == StatusCode::kAlreadyExists && !options.label.empty()) {
-      return AlreadyExists(name + ": label " + Quote(options.label) +
-                           " is already on another version");
+  // One transaction makes the version visible with its aliases, lineage and event. It holds the
+  // database's write lock, which gc holds too while it deletes: a blob this push reused can only
+  // have been deleted by a gc that finished before the transaction began, and none can be
+  // deleted while it runs. So checking inside it that every blob exists, and putting back any
+  // that are gone, makes the version whole whatever gc did meanwhile, grace period or not.
+  int64_t version = 0;
+  {
+    MP_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*I.db));
+    std::vector<size_t> gone;  // tensor indexes; infos.size(): the manifest; past it: assets
+    for (size_t i = 0; i < manifest.tensors.size(); ++i) {
+      if (!I.blobs->Contains(manifest.tensors[i].blob)) gone.push_back(i);
     }
-    return inserted.error();
-  }
-  for (const auto& alias : options.aliases) {
-    MP_RETURN_IF_ERROR(I.db->Query("INSERT INTO aliases (model, alias, version) VALUES ($1, $2, "
-                                   "$3) ON CONFLICT (model, alias) DO UPDATE SET version = "
-                                   "excluded.version",
-                                   {name, alias, version})
+    if (!I.blobs->Contains(manifest_blob.digest)) gone.push_back(infos.size());
+    for (size_t a = 0; a < manifest.assets.size(); ++a) {
+      if (!I.blobs->Contains(manifest.assets[a].second.digest))
+        gone.push_back(infos.size() + 1 + a);
+    }
+    for (size_t g : gone) {
+      if (g < infos.size()) {
+        auto view = model.Load(g);
+        if (!view) return view.error().WithContext("tensor " + Quote(infos[g].name));
+        MP_RETURN_IF_ERROR(I.blobs->Put(view->bytes(), options.durable).status());
+      } else if (g == infos.size()) {
+        MP_RETURN_IF_ERROR(I.blobs
+                               ->Put({reinterpret_cast<const uint8_t*>(manifest_text.data()),
+                                      manifest_text.size()},
+                                     options.durable)
+                               .status());
+      } else {
+        MP_RETURN_IF_ERROR(
+            I.blobs->PutFile(options.assets[g - infos.size() - 1], options.durable).status());
+      }
+    }
+    const std::string now = NowUtc();
+    MP_RETURN_IF_ERROR(I.db->Query("INSERT INTO models (name, created_at, next_version) VALUES "
+                                   "($1, $2, 1) ON CONFLICT (name) DO NOTHING",
+                                   {name, now})
                            .status());
+    MP_ASSIGN_OR_RETURN(auto next,
+                        I.db->Query("SELECT next_version FROM models WHERE name = $1", {name}));
+    if (next.empty()) return Internal("model row missing after insert");
+    version = AsInt(next[0][0]);
+    MP_RETURN_IF_ERROR(
+        I.db->Query("UPDATE models SET next_version = $1 WHERE name = $2", {version + 1, name})
+            .status());
+    Json tags = Json::array();
+    for (const auto& t : options.tags) tags.push_back(t);
+    std::vector<SqlValue> row = {
+        name,
+        version,
+        manifest_blob.digest,
+        options.label.empty() ? SqlValue(nullptr) : SqlValue(options.label),
+        std::string("staged"),
+        manifest.format,
+        static_cast<int64_t>(manifest.tensors.size()),
+        static_cast<int64_t>(logical),
+        Dump(manifest.metadata),
+        Dump(options.metrics),
+        Dump(options.params),
+        Dump(tags),
+        now,
+        I.who};
+    if (parent) {
+      row.insert(row.end(), {parent->model, parent->version, options.relation, options.command,
+                             Dump(Json::object())});
+    } else {
+      row.insert(row.end(), {nullptr, nullptr, nullptr, nullptr, nullptr});
+    }
+    auto inserted = I.db->Query(std::string("INSERT INTO versions (") + kVersionColumns +
+                                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+                                    "$13, $14, $15, $16, $17, $18, $19)",
+                                row);
+    if (!inserted) {
+      if (inserted.error().code() == StatusCode::kAlreadyExists && !options.label.empty()) {
+        return AlreadyExists(name + ": label " + Quote(options.label) +
+                             " is already on another version");
+      }
+      return inserted.error();
+    }
+    for (const auto& alias : options.aliases) {
+      MP_RETURN_IF_ERROR(I.db->Query("INSERT INTO aliases (model, alias, version) VALUES ($1, $2, "
+                                     "$3) ON CONFLICT (model, alias) DO UPDATE SET version = "
+                                     "excluded.version",
+                                     {name, alias, version})
+                             .status());
+    }
+    Json detail = {{"manifest", manifest_blob.digest},
+                   {"tensors", manifest.tensors.size()},
+                   {"bytes", logical}};
+    if (parent) detail["from"] = parent->model + "@" + std::to_string(parent->version);
+    MP_RETURN_IF_ERROR(I.AddEvent("push", name, version, detail));
+    MP_RETURN_IF_ERROR(txn.Commit());
   }
-  Json detail = {
-      {"manifest", manifest_blob.digest}, {"tensors", manifest.tensors.size()}, {"bytes", logical}};
-  if (parent) detail["from"] = parent->model + "@" + std::to_string(parent->version);
-  MP_RETURN_IF_ERROR(I.AddEvent("push", name, version, detail));
-  MP_RETURN_IF_ERROR(txn.Commit());
   return I.Fetch(name, version);
 }
 
@@ -781,10 +815,13 @@ Status Registry::Remove(const Ref& ref, bool force) {
 Result<GcReport> Registry::Gc(int64_t grace_seconds, bool dry_run) {
   Impl& I = *impl_;
   GcReport report;
-  // The blob list is taken before the live set: a blob that a push adds after the list is not
-  // considered at all, and one it reuses had its time refreshed (BlobStore), so the grace
-  // period keeps it until its version is committed.
+  // The blob list is taken first: a blob a push adds after it is not considered at all, and one
+  // a push reuses had its time refreshed (BlobStore), so the grace period normally keeps it.
   MP_ASSIGN_OR_RETURN(auto entries, I.blobs->List());
+  // The live set is read and the sweep done under the database's write lock, so no version
+  // commits in between; a push whose reused blob goes here finds it gone inside its own
+  // transaction and puts it back (Push).
+  MP_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*I.db));
   MP_ASSIGN_OR_RETURN(auto manifests, I.db->Query("SELECT DISTINCT manifest FROM versions"));
   std::set<std::string> live;
   for (const auto& r : manifests) {
@@ -817,9 +854,12 @@ Result<GcReport> Registry::Gc(int64_t grace_seconds, bool dry_run) {
     ++report.removed_blobs;
     report.removed_bytes += e.size;
   }
+  MP_RETURN_IF_ERROR(txn.Commit());
   if (!dry_run) {
+    // A temporary being written has a fresh time; one untouched for ten minutes (or the grace
+    // period, when longer) belongs to a writer that died.
     MP_ASSIGN_OR_RETURN(report.removed_temporaries,
-                        I.blobs->RemoveStaleTemporaries(std::max<int64_t>(grace_seconds, 0)));
+                        I.blobs->RemoveStaleTemporaries(std::max<int64_t>(grace_seconds, 600)));
   }
   return report;
 }

@@ -155,7 +155,9 @@ class Registry {
   Status Remove(const Ref& ref, bool force);
 
   /// Removes blobs no version references that are older than `grace_seconds` (blobs of pushes
-  /// still running are younger), and stale temporaries. Safe while pushes run.
+  /// still running are younger), and temporaries untouched for max(grace, 10 minutes). Safe
+  /// while pushes run, even with no grace period: it sweeps under the database's write lock,
+  /// and a push puts back, inside its own transaction, any blob that went meanwhile.
   Result<GcReport> Gc(int64_t grace_seconds, bool dry_run);
   /// Re-hashes every blob and checks every version's manifest and the blobs it references.
   Result<FsckReport> Fsck();
