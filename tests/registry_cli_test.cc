@@ -153,5 +153,46 @@ TEST_F(RegistryCli, FsckFindsAFlippedBitAndExitsOne) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
+TEST_F(RegistryCli, OnnxVersionsKeepTheirGraphAndExportBackToOnnx) {
+  ASSERT_EQ(Reg("init").exit_code, 0);
+  const std::string mlp = (testing::SourceDir() / "tests/data/mlp-onnx/model.onnx").string();
+  ASSERT_EQ(Reg("push mlp '" + mlp + "'").exit_code, 0);
+  // Exported as ONNX (weights in out.onnx.data), then inlined again: the original, byte for
+  // byte.
+  const std::string out = dir_.File("out.onnx");
+  CommandResult r = Reg("export mlp '" + out + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(out + ".data"));
+  r = testing::RunCli("onnx rewrite '" + out + "' -o '" + dir_.File("inline.onnx") + "' --inline");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(testing::ReadBytes(dir_.File("inline.onnx")), testing::ReadBytes(mlp));
+  // A version pushed from a format without a graph cannot become ONNX.
+  ASSERT_EQ(Reg("push gpt2 '" + Model() + "/model.safetensors'").exit_code, 0);
+  r = Reg("export gpt2 '" + dir_.File("gpt2.onnx") + "'");
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_NE(r.err.find("has no ONNX graph"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_.File("gpt2.onnx")));
+  EXPECT_EQ(RegJson("fsck").at("clean"), true);
+}
+
+TEST_F(RegistryCli, GoldenOnnxExportIsTorchsOwnExternalDataFile) {
+  MP_SKIP_WITHOUT_GOLDEN();
+  const fs::path golden = testing::GoldenDir() / "onnx";
+  ASSERT_EQ(Reg("init").exit_code, 0);
+  // The inline and the external export of the same weights: two versions, one set of tensors.
+  ASSERT_EQ(Reg("push mlp '" + (golden / "mlp_opset17.onnx").string() + "'").exit_code, 0);
+  ASSERT_EQ(Reg("push mlp '" + (golden / "mlp_opset17_external.onnx").string() + "'").exit_code, 0);
+  for (const char* ref : {"mlp@1", "mlp@2"}) {
+    const std::string dir = dir_.File(ref);
+    fs::create_directories(dir);
+    const std::string out = dir + "/mlp_opset17_external.onnx";
+    CommandResult r = Reg(std::string("export ") + ref + " '" + out + "'");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(testing::ReadBytes(out), testing::ReadBytes((golden / "mlp_opset17_external.onnx")));
+    EXPECT_EQ(testing::ReadBytes(out + ".data"),
+              testing::ReadBytes((golden / "mlp_opset17_external.onnx.data")));
+  }
+}
+
 }  // namespace
 }  // namespace mp

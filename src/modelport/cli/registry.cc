@@ -312,7 +312,9 @@ Status Export(const RegistryOptions& o) {
   MP_ASSIGN_OR_RETURN(VersionRecord v, reg->Resolve(ref));
   MP_ASSIGN_OR_RETURN(auto model, reg->Load(v, /*verify=*/!o.no_verify));
   MP_ASSIGN_OR_RETURN(const FormatDescriptor* format, FormatForOutput(o.dst, o.to));
-  if (!format->caps.write) {
+  // ONNX needs a graph: versions pushed from ONNX keep theirs (Registry::ExportOnnx).
+  const bool to_onnx = format->name == "onnx";
+  if (!format->caps.write && !to_onnx) {
     return Unsupported(o.dst + ": writing " + std::string(format->name) + " is not supported");
   }
   std::error_code ec;
@@ -327,7 +329,8 @@ Status Export(const RegistryOptions& o) {
       progress.Update(t, tt, b, bt);
     };
   }
-  Status written = format->write(*model, o.dst, w);
+  Status written = to_onnx ? reg->ExportOnnx(v, o.dst, w, /*verify=*/!o.no_verify)
+                           : format->write(*model, o.dst, w);
   progress.Clear();
   MP_RETURN_IF_ERROR(written);
   std::vector<std::string> asset_files;

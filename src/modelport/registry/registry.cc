@@ -1,11 +1,14 @@
 #include "modelport/registry/registry.h"
 
+#include <onnx/onnx_pb.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -16,6 +19,7 @@
 #include "modelport/core/file.h"
 #include "modelport/core/json.h"
 #include "modelport/core/parallel.h"
+#include "modelport/formats/onnx/onnx.h"
 
 namespace mp::registry {
 namespace {
@@ -25,6 +29,8 @@ namespace fs = std::filesystem;
 constexpr char kManifestSchema[] = "modelport.manifest.v1";
 constexpr int64_t kSchemaVersion = 1;
 constexpr uint64_t kMaxManifestBytes = 256 << 20;
+// The data file a stored ONNX graph names; export renames it after its destination.
+constexpr char kOnnxDataName[] = "model.onnx.data";
 
 // The schema, identical in both dialects but for the event sequence column. TEXT holds JSON.
 // One production version per model is a partial unique index, so the database itself refuses
@@ -155,7 +161,23 @@ struct Manifest {
   Json metadata = Json::object();
   std::vector<ManifestTensor> tensors;
   std::vector<std::pair<std::string, BlobInfo>> assets;  // file name, blob
+  // The model's graph, for formats that have one: an ONNX model with every initializer's data
+  // left out (external_data naming "model.onnx.data", a file that is never written).
+  std::optional<BlobInfo> graph;
 };
+
+// Every blob a manifest names besides its own: (what, digest, bytes).
+std::vector<std::tuple<std::string, std::string, uint64_t>> BlobsOf(const Manifest& m) {
+  std::vector<std::tuple<std::string, std::string, uint64_t>> out;
+  for (const auto& t : m.tensors) {
+    out.emplace_back("tensor '" + t.info.name + "'", t.blob, t.info.byte_size);
+  }
+  for (const auto& [path, blob] : m.assets) {
+    out.emplace_back("asset '" + path + "'", blob.digest, blob.size);
+  }
+  if (m.graph) out.emplace_back("graph", m.graph->digest, m.graph->size);
+  return out;
+}
 
 std::string ManifestJson(const Manifest& m) {
   Json doc = Json::object();
@@ -176,6 +198,9 @@ std::string ManifestJson(const Manifest& m) {
     assets.push_back({{"path", path}, {"bytes", blob.size}, {"blob", blob.digest}});
   }
   doc["assets"] = std::move(assets);
+  if (m.graph) {
+    doc["graph"] = {{"format", "onnx"}, {"bytes", m.graph->size}, {"blob", m.graph->digest}};
+  }
   return doc.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
@@ -208,6 +233,13 @@ Result<Manifest> ParseManifest(std::span<const uint8_t> bytes, const std::string
       BlobInfo b{a.at("blob").get<std::string>(), a.at("bytes").get<uint64_t>(), false};
       if (!IsDigest(b.digest)) return fail("bad blob digest " + Quote(b.digest));
       m.assets.emplace_back(a.at("path").get<std::string>(), std::move(b));
+    }
+    if (j.contains("graph")) {
+      const Json& g = j.at("graph");
+      if (g.at("format") != "onnx") return fail("graph format " + g.at("format").dump());
+      BlobInfo b{g.at("blob").get<std::string>(), g.at("bytes").get<uint64_t>(), false};
+      if (!IsDigest(b.digest)) return fail("bad blob digest " + Quote(b.digest));
+      m.graph = std::move(b);
     }
   } catch (const Json::exception& e) {
     return fail(std::string("malformed: ") + e.what());
@@ -544,6 +576,30 @@ Result<VersionRecord> Registry::Push(const std::string& name, const ModelSource&
     logical += blob.size;
     manifest.assets.emplace_back(file, std::move(blob));
   }
+  // An ONNX model's graph is kept too, without its weights (they are the tensors above), so
+  // the version exports back to ONNX.
+  std::string graph_file;
+  struct RemoveFile {
+    const std::string& path;
+    ~RemoveFile() {
+      std::error_code ec;
+      if (!path.empty()) fs::remove(path, ec);
+    }
+  } remove_graph_file{graph_file};
+  if (const auto* onnx_model = dynamic_cast<const onnx::OnnxSource*>(&model)) {
+    static std::atomic<uint64_t> counter{0};
+    graph_file = (fs::path(I.root) / "tmp" /
+                  ("graph." + std::to_string(getpid()) + "." + std::to_string(++counter) + ".onnx"))
+                     .string();
+    onnx::RewriteOptions graph_only;
+    graph_only.placement = onnx::Placement::kExternal;
+    graph_only.size_threshold = 0;
+    graph_only.data_file = kOnnxDataName;
+    graph_only.write_data = false;
+    graph_only.write.durable = false;
+    MP_RETURN_IF_ERROR(onnx_model->Rewrite(graph_file, graph_only).status());
+    MP_ASSIGN_OR_RETURN(manifest.graph, I.blobs->PutFile(graph_file, options.durable));
+  }
   const std::string manifest_text = ManifestJson(manifest);
   MP_ASSIGN_OR_RETURN(
       BlobInfo manifest_blob,
@@ -566,6 +622,9 @@ Result<VersionRecord> Registry::Push(const std::string& name, const ModelSource&
     for (size_t a = 0; a < manifest.assets.size(); ++a) {
       if (!I.blobs->Contains(manifest.assets[a].second.digest))
         gone.push_back(infos.size() + 1 + a);
+    }
+    if (manifest.graph && !I.blobs->Contains(manifest.graph->digest)) {
+      MP_RETURN_IF_ERROR(I.blobs->PutFile(graph_file, options.durable).status());
     }
     for (size_t g : gone) {
       if (g < infos.size()) {
@@ -702,6 +761,75 @@ Status Registry::ExportAsset(const std::string& digest, const std::string& dest)
   return out->Commit();
 }
 
+Status Registry::ExportOnnx(const VersionRecord& version, const std::string& dest,
+                            const WriteOptions& options, bool verify) {
+  Impl& I = *impl_;
+  const std::string who = version.model + "@" + std::to_string(version.version);
+  MP_ASSIGN_OR_RETURN(Manifest m, I.ReadManifest(version.manifest, verify));
+  if (!m.graph) {
+    return Unsupported(who + " has no ONNX graph (it was pushed from " + m.format +
+                       "); only versions pushed from ONNX export to ONNX");
+  }
+  MP_ASSIGN_OR_RETURN(auto graph_bytes, I.blobs->Read(m.graph->digest, verify));
+  ::onnx::ModelProto proto;
+  if (graph_bytes->size() > INT_MAX ||
+      !proto.ParseFromArray(graph_bytes->data(), static_cast<int>(graph_bytes->size()))) {
+    return Corrupt(who + ": its stored ONNX graph " + m.graph->digest + " does not parse");
+  }
+  std::map<std::string, size_t> by_name;
+  for (size_t i = 0; i < m.tensors.size(); ++i) by_name[m.tensors[i].info.name] = i;
+  // Each external initializer gets its place in the data file as OnnxSource::Rewrite lays it
+  // out (64-byte aligned, 4 KiB pages from 1 MiB up), so an export equals a rewrite.
+  const std::string data_name = fs::path(dest).filename().string() + ".data";
+  const std::string data_path = (fs::path(dest).parent_path() / data_name).string();
+  std::vector<std::pair<size_t, uint64_t>> placed;  // tensor index, offset
+  uint64_t end = 0;
+  for (auto& t : *proto.mutable_graph()->mutable_initializer()) {
+    if (t.data_location() != ::onnx::TensorProto::EXTERNAL) continue;
+    auto it = by_name.find(t.name());
+    if (it == by_name.end()) {
+      return Corrupt(who + ": the graph's initializer " + Quote(t.name()) +
+                     " is not among the version's tensors");
+    }
+    const uint64_t bytes = m.tensors[it->second].info.byte_size;
+    const uint64_t align = bytes >= onnx::kPageAlignFrom ? onnx::kPageAlign : onnx::kExternalAlign;
+    const uint64_t offset = (end + align - 1) / align * align;
+    t.clear_external_data();
+    for (const auto& [key, value] : {std::pair<std::string, std::string>{"location", data_name},
+                                     {"offset", std::to_string(offset)},
+                                     {"length", std::to_string(bytes)}}) {
+      auto* entry = t.add_external_data();
+      entry->set_key(key);
+      entry->set_value(value);
+    }
+    placed.emplace_back(it->second, offset);
+    end = offset + bytes;
+  }
+  std::error_code ec;
+  if (options.no_overwrite) {
+    if (fs::exists(fs::symlink_status(dest, ec))) return AlreadyExists(dest + ": exists");
+    if (!placed.empty() && fs::exists(fs::symlink_status(data_path, ec))) {
+      return AlreadyExists(data_path + ": exists");
+    }
+  }
+  std::unique_ptr<AtomicFile> data;
+  if (!placed.empty()) {
+    MP_ASSIGN_OR_RETURN(data, AtomicFile::Create(data_path));
+    for (const auto& [index, offset] : placed) {
+      const ManifestTensor& t = m.tensors[index];
+      MP_RETURN_IF_ERROR(data->WriteZeros(offset - data->bytes_written()));
+      auto bytes = I.blobs->Read(t.blob, verify);
+      if (!bytes) return bytes.error().WithContext("tensor " + Quote(t.info.name));
+      MP_RETURN_IF_ERROR(data->Write((*bytes)->data(), (*bytes)->size()));
+    }
+  }
+  const std::string text = proto.SerializeAsString();
+  MP_ASSIGN_OR_RETURN(auto model, AtomicFile::Create(dest));
+  MP_RETURN_IF_ERROR(model->Write(text.data(), text.size()));
+  if (data) MP_RETURN_IF_ERROR(data->Commit(options.durable));
+  return model->Commit(options.durable);
+}
+
 Result<VersionRecord> Registry::Promote(const Ref& ref, std::optional<int64_t> expect_current) {
   Impl& I = *impl_;
   MP_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*I.db));
@@ -828,8 +956,7 @@ Result<GcReport> Registry::Gc(int64_t grace_seconds, bool dry_run) {
     const std::string digest = AsText(r[0]);
     live.insert(digest);
     MP_ASSIGN_OR_RETURN(Manifest m, I.ReadManifest(digest, /*verify=*/true));
-    for (const auto& t : m.tensors) live.insert(t.blob);
-    for (const auto& [path, blob] : m.assets) live.insert(blob.digest);
+    for (const auto& [what, blob, bytes] : BlobsOf(m)) live.insert(blob);
   }
   const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                           std::chrono::system_clock::now().time_since_epoch())
@@ -900,10 +1027,7 @@ Result<FsckReport> Registry::Fsck() {
                                   std::to_string(bytes));
       }
     };
-    for (const auto& t : m->tensors)
-      check("tensor " + Quote(t.info.name), t.blob, t.info.byte_size);
-    for (const auto& [path, blob] : m->assets)
-      check("asset " + Quote(path), blob.digest, blob.size);
+    for (const auto& [what, blob, bytes] : BlobsOf(*m)) check(what, blob, bytes);
   }
   return report;
 }

@@ -137,6 +137,11 @@ class Registry {
   /// A version as a ModelSource reading its tensors from the blob store (zero-copy mappings;
   /// re-hashed on load unless `verify` is false).
   Result<std::unique_ptr<ModelSource>> Load(const VersionRecord& version, bool verify = true);
+  /// Writes a version pushed from ONNX back as an ONNX model: its stored graph with every
+  /// initializer in `dest`.data (laid out as `modelport onnx rewrite --external-data` does).
+  /// Unsupported for versions pushed from formats without a graph.
+  Status ExportOnnx(const VersionRecord& version, const std::string& dest,
+                    const WriteOptions& options, bool verify = true);
   /// The asset paths of a version (as pushed) and their blob digests.
   Result<std::vector<std::pair<std::string, std::string>>> Assets(const VersionRecord& version);
   /// Writes a stored asset's bytes to `dest` (atomically), verifying them.

@@ -899,7 +899,8 @@ class OnnxReader final : public OnnxSource {
     std::error_code ec;
     if (opt.write.no_overwrite) {
       if (fs::exists(fs::symlink_status(out, ec))) return AlreadyExists(out + ": exists");
-      if (report.external_tensors > 0 && fs::exists(fs::symlink_status(data_path, ec))) {
+      if (opt.write_data && report.external_tensors > 0 &&
+          fs::exists(fs::symlink_status(data_path, ec))) {
         return AlreadyExists(data_path + ": exists");
       }
     }
@@ -915,7 +916,7 @@ class OnnxReader final : public OnnxSource {
       return view;
     };
     std::unique_ptr<AtomicFile> data;
-    if (report.external_tensors > 0) {
+    if (opt.write_data && report.external_tensors > 0) {
       MP_ASSIGN_OR_RETURN(data, AtomicFile::Create(data_path));
       for (size_t i = 0; i < n; ++i) {
         if (offset[i] < 0) continue;

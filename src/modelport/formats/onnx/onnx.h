@@ -99,6 +99,10 @@ struct RewriteOptions {
   /// they are an error, since a silently ignored weight is a fine-tune lost.
   bool allow_unused_weights = false;
   WriteOptions write;  ///< no_overwrite, durable and progress; shard_size must be 0
+  /// False: write only the model file, its external data references naming `data_file` as if
+  /// it were written (the registry keeps an ONNX graph this way, the weights being stored as
+  /// tensors).
+  bool write_data = true;
 };
 
 struct RewriteReport {
