@@ -1,13 +1,16 @@
-// `modelport registry` end to end on the tiny GPT-2 in tests/data: every verb, its exit code and
-// its --json, with the options before or after the verb and from the environment; exports read
-// back equal to the original (safetensors and GGUF), the folder's config files come back as
-// assets, and bad references fail with one line and the documented code.
+// `modelport registry` end to end on the tiny GPT-2 in tests/data, on both backends (SQLite in
+// the registry folder; a real PostgreSQL server through --db / MODELPORT_DB): every verb, its
+// exit code and its --json, with the options before or after the verb and from the
+// environment; exports read back equal to the original (safetensors, GGUF, ONNX), the folder's
+// config files come back as assets, and bad references fail with one line and the documented
+// code.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <string>
 
 #include "modelport/formats/format.h"
+#include "pg_server.h"
 #include "test_util.h"
 
 namespace mp {
@@ -17,10 +20,20 @@ namespace fs = std::filesystem;
 using testing::CommandResult;
 using testing::TempDir;
 
-class RegistryCli : public ::testing::Test {
+class RegistryCli : public ::testing::TestWithParam<std::string> {
  protected:
+  void SetUp() override {
+    if (GetParam() == "postgresql") {
+      std::string reason;
+      db_ = testing::PostgresConninfo(&reason);
+      if (db_.empty()) GTEST_SKIP() << reason;
+    }
+  }
+  /// " --db '<conninfo>'" on PostgreSQL, "" on SQLite.
+  std::string DbFlag() const { return db_.empty() ? "" : " --db '" + db_ + "'"; }
   CommandResult Reg(const std::string& args) {
-    return testing::RunCli("registry " + args + " --registry '" + dir_.File("reg") + "'");
+    return testing::RunCli("registry " + args + " --registry '" + dir_.File("reg") + "'" +
+                           DbFlag());
   }
   Json RegJson(const std::string& args) {
     const CommandResult r = Reg(args + " --json");
@@ -29,9 +42,10 @@ class RegistryCli : public ::testing::Test {
   }
   std::string Model() const { return (testing::SourceDir() / "tests/data/tiny-gpt2").string(); }
   TempDir dir_;
+  std::string db_;
 };
 
-TEST_F(RegistryCli, EveryVerbEndToEnd) {
+TEST_P(RegistryCli, EveryVerbEndToEnd) {
   ASSERT_EQ(Reg("init").exit_code, 0);
   ASSERT_EQ(Reg("init").exit_code, 0);  // a no-op on an existing registry
   Json v1 = RegJson("push gpt2 '" + Model() +
@@ -113,20 +127,25 @@ TEST_F(RegistryCli, EveryVerbEndToEnd) {
   EXPECT_EQ(Reg("show gpt2@9").exit_code, 3);
 }
 
-TEST_F(RegistryCli, OptionsBeforeTheVerbAndFromTheEnvironment) {
+TEST_P(RegistryCli, OptionsBeforeTheVerbAndFromTheEnvironment) {
   const std::string root = dir_.File("env-reg");
-  CommandResult r =
-      testing::Run("MODELPORT_REGISTRY='" + root + "' '" MODELPORT_CLI "' registry init");
+  std::string env = "MODELPORT_REGISTRY='" + root + "'";
+  if (!db_.empty()) env += " MODELPORT_DB='" + db_ + "'";
+  CommandResult r = testing::Run(env + " '" MODELPORT_CLI "' registry init");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(fs::exists(root + "/registry.db"));
-  r = testing::RunCli("registry --registry '" + root + "' push m '" + Model() + "'");
+  EXPECT_TRUE(fs::is_directory(root + "/blobs"));
+  EXPECT_EQ(fs::exists(root + "/registry.db"), db_.empty());
+  r = testing::RunCli("registry --registry '" + root + "'" + DbFlag() + " push m '" + Model() +
+                      "'");
   EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = testing::Run(env + " '" MODELPORT_CLI "' registry latest m");
+  EXPECT_EQ(r.out, "m@1\n") << r.err;
   r = testing::RunCli("registry --registry '" + dir_.File("missing") + "' list");
   EXPECT_EQ(r.exit_code, 3) << r.err;
   EXPECT_NE(r.err.find("registry init"), std::string::npos) << r.err;
 }
 
-TEST_F(RegistryCli, FsckFindsAFlippedBitAndExitsOne) {
+TEST_P(RegistryCli, FsckFindsAFlippedBitAndExitsOne) {
   ASSERT_EQ(Reg("init").exit_code, 0);
   ASSERT_EQ(Reg("push m '" + Model() + "/model.safetensors'").exit_code, 0);
   // The largest blob is a tensor; flip a bit in it.
@@ -153,7 +172,7 @@ TEST_F(RegistryCli, FsckFindsAFlippedBitAndExitsOne) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
-TEST_F(RegistryCli, OnnxVersionsKeepTheirGraphAndExportBackToOnnx) {
+TEST_P(RegistryCli, OnnxVersionsKeepTheirGraphAndExportBackToOnnx) {
   ASSERT_EQ(Reg("init").exit_code, 0);
   const std::string mlp = (testing::SourceDir() / "tests/data/mlp-onnx/model.onnx").string();
   ASSERT_EQ(Reg("push mlp '" + mlp + "'").exit_code, 0);
@@ -175,7 +194,7 @@ TEST_F(RegistryCli, OnnxVersionsKeepTheirGraphAndExportBackToOnnx) {
   EXPECT_EQ(RegJson("fsck").at("clean"), true);
 }
 
-TEST_F(RegistryCli, GoldenOnnxExportIsTorchsOwnExternalDataFile) {
+TEST_P(RegistryCli, GoldenOnnxExportIsTorchsOwnExternalDataFile) {
   MP_SKIP_WITHOUT_GOLDEN();
   const fs::path golden = testing::GoldenDir() / "onnx";
   ASSERT_EQ(Reg("init").exit_code, 0);
@@ -193,6 +212,9 @@ TEST_F(RegistryCli, GoldenOnnxExportIsTorchsOwnExternalDataFile) {
               testing::ReadBytes((golden / "mlp_opset17_external.onnx.data")));
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, RegistryCli, ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace mp

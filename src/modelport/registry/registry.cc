@@ -504,7 +504,9 @@ Result<std::unique_ptr<Registry>> Registry::Open(const std::string& root,
   std::error_code ec;
   if (!fs::is_directory(fs::path(root) / "blobs", ec) ||
       (db_url.empty() && !fs::exists(fs::path(root) / "registry.db", ec))) {
-    return NotFound(root + ": no registry here (modelport registry init)");
+    return NotFound(root +
+                    ": no registry here (create one with `modelport registry init`; one on "
+                    "PostgreSQL needs --db or MODELPORT_DB)");
   }
   MP_ASSIGN_OR_RETURN(r->impl_->blobs, BlobStore::Open(root, /*create=*/false));
   MP_ASSIGN_OR_RETURN(r->impl_->db, Impl::Connect(root, db_url));
