@@ -27,7 +27,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kManifestSchema[] = "modelport.manifest.v1";
-constexpr int64_t kSchemaVersion = 1;
 constexpr uint64_t kMaxManifestBytes = 256 << 20;
 // The data file a stored ONNX graph names; export renames it after its destination.
 constexpr char kOnnxDataName[] = "model.onnx.data";
@@ -35,7 +34,7 @@ constexpr char kOnnxDataName[] = "model.onnx.data";
 // The schema, identical in both dialects but for the event sequence column. TEXT holds JSON.
 // One production version per model is a partial unique index, so the database itself refuses
 // a second one whatever the code does.
-std::string SchemaSql(std::string_view dialect) {
+std::string SchemaV1(std::string_view dialect) {
   const std::string seq = dialect == "postgresql" ? "seq BIGSERIAL PRIMARY KEY"
                                                   : "seq INTEGER PRIMARY KEY AUTOINCREMENT";
   return R"sql(
@@ -92,6 +91,22 @@ CREATE TABLE IF NOT EXISTS registry_meta (
   value TEXT NOT NULL
 );
 )sql";
+}
+
+// How each schema version is reached from the one before it: step k makes version k + 1.
+// Later schema changes append a step; `registry init` applies the missing ones in one
+// transaction, and Open refuses a database that is behind (naming the command that migrates
+// it) or ahead (a newer modelport made it).
+std::vector<std::string> Migrations(std::string_view dialect) { return {SchemaV1(dialect)}; }
+
+int64_t LatestSchema() { return static_cast<int64_t>(Migrations("sqlite").size()); }
+
+// The database's schema version; 0 for one that holds no registry yet.
+Result<int64_t> SchemaVersion(Db& db) {
+  auto rows = db.Query("SELECT value FROM registry_meta WHERE key = 'schema_version'");
+  if (!rows) return int64_t{0};  // no registry_meta table: an empty database
+  if (rows->empty()) return int64_t{0};
+  return AsInt((*rows)[0][0]);
 }
 
 // Built by appending: g++ 12 -O3 warns falsely (-Wrestrict) on "x" + std::string.
@@ -480,17 +495,23 @@ Result<std::unique_ptr<Registry>> Registry::Init(const std::string& root,
   MP_ASSIGN_OR_RETURN(r->impl_->db, Impl::Connect(root, db_url));
   Db& db = *r->impl_->db;
   MP_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db));
-  MP_RETURN_IF_ERROR(db.ExecScript(SchemaSql(db.dialect())));
-  MP_ASSIGN_OR_RETURN(auto rows, db.Query("SELECT value FROM registry_meta WHERE key = "
-                                          "'schema_version'"));
-  if (rows.empty()) {
+  // Created first, so reading the version never fails inside the transaction (PostgreSQL
+  // aborts a transaction at its first failed statement).
+  MP_RETURN_IF_ERROR(db.ExecScript(
+      "CREATE TABLE IF NOT EXISTS registry_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"));
+  MP_ASSIGN_OR_RETURN(const int64_t current, SchemaVersion(db));
+  const std::vector<std::string> steps = Migrations(db.dialect());
+  if (current > static_cast<int64_t>(steps.size())) {
+    return Unsupported("registry schema version " + std::to_string(current) +
+                       " is newer than this modelport's (" + std::to_string(steps.size()) + ")");
+  }
+  for (auto v = static_cast<size_t>(current); v < steps.size(); ++v) {
+    MP_RETURN_IF_ERROR(db.ExecScript(steps[v]));
+    MP_RETURN_IF_ERROR(db.Query("DELETE FROM registry_meta WHERE key = 'schema_version'").status());
     MP_RETURN_IF_ERROR(db.Query("INSERT INTO registry_meta (key, value) VALUES "
                                 "('schema_version', $1)",
-                                {std::to_string(kSchemaVersion)})
+                                {std::to_string(v + 1)})
                            .status());
-  } else if (AsText(rows[0][0]) != std::to_string(kSchemaVersion)) {
-    return Unsupported("registry schema version " + AsText(rows[0][0]) +
-                       " is not one this modelport knows (" + std::to_string(kSchemaVersion) + ")");
   }
   MP_RETURN_IF_ERROR(txn.Commit());
   return r;
@@ -510,13 +531,18 @@ Result<std::unique_ptr<Registry>> Registry::Open(const std::string& root,
   }
   MP_ASSIGN_OR_RETURN(r->impl_->blobs, BlobStore::Open(root, /*create=*/false));
   MP_ASSIGN_OR_RETURN(r->impl_->db, Impl::Connect(root, db_url));
-  auto rows = r->impl_->db->Query("SELECT value FROM registry_meta WHERE key = 'schema_version'");
-  if (!rows || rows->empty()) {
+  MP_ASSIGN_OR_RETURN(const int64_t schema, SchemaVersion(*r->impl_->db));
+  if (schema == 0) {
     return NotFound(root + ": the database holds no registry (modelport registry init)");
   }
-  if (AsText((*rows)[0][0]) != std::to_string(kSchemaVersion)) {
-    return Unsupported("registry schema version " + AsText((*rows)[0][0]) +
-                       " is not one this modelport knows");
+  if (schema > LatestSchema()) {
+    return Unsupported("registry schema version " + std::to_string(schema) +
+                       " is newer than this modelport's (" + std::to_string(LatestSchema()) + ")");
+  }
+  if (schema < LatestSchema()) {
+    return InvalidArgument("registry schema version " + std::to_string(schema) +
+                           " is older than this modelport's (" + std::to_string(LatestSchema()) +
+                           "): run `modelport registry init` to migrate it");
   }
   return r;
 }

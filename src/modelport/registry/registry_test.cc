@@ -486,6 +486,26 @@ TEST_P(RegistryTest, SeveralProcessesPushAndPromoteAtOnce) {
   EXPECT_LE(production->version, kProcs);
 }
 
+TEST_P(RegistryTest, ANewerSchemaIsRefusedAndInitIsIdempotent) {
+  MustPush("m", MakeModel({1}));
+  auto db = GetParam() == "postgresql" ? OpenPostgres(db_) : OpenSqlite(root() + "/registry.db");
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  auto set_version = [&](const std::string& v) {
+    ASSERT_TRUE(
+        (*db)->Query("UPDATE registry_meta SET value = $1 WHERE key = 'schema_version'", {v}).ok());
+  };
+  set_version("99");
+  auto newer = Registry::Open(root(), db_);
+  EXPECT_EQ(newer.status().code(), StatusCode::kUnsupported) << newer.status().ToString();
+  EXPECT_EQ(Registry::Init(root(), db_).status().code(), StatusCode::kUnsupported);
+  set_version("1");
+  ASSERT_TRUE(Registry::Init(root(), db_).ok());  // init again: nothing to migrate, data kept
+  auto reopened = Reopen();
+  ASSERT_TRUE(reopened);
+  auto v = reopened->Resolve(*ParseRef("m@1"));
+  EXPECT_TRUE(v.ok()) << v.status().ToString();
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, RegistryTest, ::testing::Values("sqlite", "postgresql"),
                          [](const auto& info) { return info.param; });
 
