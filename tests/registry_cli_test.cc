@@ -80,6 +80,8 @@ TEST_P(RegistryCli, EveryVerbEndToEnd) {
   EXPECT_NE(lost.err.find("production is @1, not none as expected"), std::string::npos) << lost.err;
   EXPECT_EQ(RegJson("promote gpt2@2 --expect 1").at("version"), 2);
   EXPECT_EQ(RegJson("rollback gpt2").at("version"), 1);
+  EXPECT_EQ(Reg("archive gpt2@1").exit_code, 2);  // production
+  EXPECT_EQ(RegJson("archive gpt2@2").at("stage"), "archived");
   EXPECT_EQ(RegJson("alias gpt2@2 staging").at("version"), 2);
   EXPECT_EQ(Reg("alias gpt2 staging --rm").exit_code, 0);
   EXPECT_EQ(Reg("show gpt2@staging").exit_code, 3);

@@ -276,6 +276,18 @@ Status Promote(const RegistryOptions& o) {
   return Status::Ok();
 }
 
+Status Archive(const RegistryOptions& o) {
+  MP_ASSIGN_OR_RETURN(auto reg, OpenRegistry(o));
+  MP_ASSIGN_OR_RETURN(auto ref, registry::ParseRef(o.ref));
+  MP_ASSIGN_OR_RETURN(VersionRecord v, reg->Archive(ref, o.force));
+  if (o.json) {
+    PrintJson(VersionJson(v));
+  } else {
+    std::printf("%s is archived\n", RefText(v).c_str());
+  }
+  return Status::Ok();
+}
+
 Status Rollback(const RegistryOptions& o) {
   MP_ASSIGN_OR_RETURN(auto reg, OpenRegistry(o));
   MP_ASSIGN_OR_RETURN(VersionRecord v, reg->Rollback(o.name));
@@ -518,6 +530,11 @@ Command AddRegistryCommand(CLI::App& app) {
   promote->add_option("--expect", o->expect,
                       "only if production is this version now (0: none); racing promotions "
                       "with the same expectation: exactly one wins");
+
+  CLI::App* archive = verb("archive", "Move a version to the archived stage (its blobs are kept).",
+                           status(Archive));
+  archive->add_option("REF", o->ref, "the version")->required();
+  archive->add_flag("--force", o->force, "archive even the production version");
 
   CLI::App* rollback =
       verb("rollback", "Put production back on the version that held it before.", status(Rollback));

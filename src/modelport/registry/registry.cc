@@ -919,6 +919,24 @@ Result<VersionRecord> Registry::Rollback(const std::string& name) {
   return I.Fetch(name, target);
 }
 
+Result<VersionRecord> Registry::Archive(const Ref& ref, bool force) {
+  Impl& I = *impl_;
+  MP_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*I.db));
+  MP_ASSIGN_OR_RETURN(const int64_t version, I.VersionOf(ref));
+  MP_ASSIGN_OR_RETURN(const int64_t production, I.Production(ref.name));
+  if (production == version && !force) {
+    return InvalidArgument(ref.name + "@" + std::to_string(version) +
+                           " is the production version; promote another first (or --force)");
+  }
+  MP_RETURN_IF_ERROR(I.db->Query("UPDATE versions SET stage = 'archived' WHERE model = $1 AND "
+                                 "version = $2",
+                                 {ref.name, version})
+                         .status());
+  MP_RETURN_IF_ERROR(I.AddEvent("archive", ref.name, version, Json::object()));
+  MP_RETURN_IF_ERROR(txn.Commit());
+  return I.Fetch(ref.name, version);
+}
+
 Status Registry::SetAlias(const Ref& ref, const std::string& alias) {
   Impl& I = *impl_;
   MP_RETURN_IF_ERROR(CheckName(alias, "alias"));

@@ -83,7 +83,7 @@ struct Event {
   int64_t seq = 0;
   std::string at;
   std::string who;
-  std::string action;  ///< "push", "promote", "alias", "unalias", "rollback", "rm", "gc"
+  std::string action;  ///< "push", "promote", "archive", "rollback", "alias", "unalias", "rm"
   std::string model;
   int64_t version = 0;  ///< 0 when not about one version
   Json detail = Json::object();
@@ -153,6 +153,9 @@ class Registry {
   Result<VersionRecord> Promote(const Ref& ref, std::optional<int64_t> expect_current);
   /// Puts production back on the version that held it before the current one.
   Result<VersionRecord> Rollback(const std::string& name);
+  /// Moves a staged version to archived (a production version is archived by promoting
+  /// another, or with `force`, leaving the model without one).
+  Result<VersionRecord> Archive(const Ref& ref, bool force);
   Status SetAlias(const Ref& ref, const std::string& alias);
   Status RemoveAlias(const std::string& name, const std::string& alias);
   /// Removes a version (its blobs go at the next gc); a production version must be demoted
