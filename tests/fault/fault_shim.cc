@@ -1,6 +1,6 @@
 // An LD_PRELOAD library that makes one chosen file-system call fail, for the registry's fault
 // injection test (tests/registry_fault_test.cc). It counts the calls that write or commit data
-// (write, pwrite, pwrite64, fsync, fdatasync, rename, renameat, renameat2; writes to stdin,
+// (write, pwrite, pwrite64, fsync, fdatasync, syncfs, rename, renameat, renameat2; writes to stdin,
 // stdout and stderr are neither counted nor failed) and fails call number MP_FAULT_AT with
 // errno MP_FAULT_ERRNO (default EIO); with MP_FAULT_STICKY=1 every call from then on fails too,
 // as a full disk does. MP_FAULT_COUNT_FILE, when set, receives the number of calls made.
@@ -79,6 +79,12 @@ ssize_t pwrite64(int fd, const void* buf, size_t count, off64_t offset) {
 
 int fsync(int fd) {
   static auto real = Real<int (*)(int)>("fsync");
+  if (Fault()) return -1;
+  return real(fd);
+}
+
+int syncfs(int fd) {
+  static auto real = Real<int (*)(int)>("syncfs");
   if (Fault()) return -1;
   return real(fd);
 }

@@ -12,8 +12,10 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -365,6 +367,67 @@ Result<BlobInfo> BlobStore::PutFile(const std::string& path, bool durable) {
   if (existing && static_cast<uint64_t>(existing->st_size) == size) return info;  // ~TempBlob
   MP_ASSIGN_OR_RETURN(info.written, impl_->Install(*temp, hex, durable, existing.has_value()));
   return info;
+}
+
+struct BlobStore::Batch::State {
+  BlobStore::Impl& store;
+  bool durable;
+  std::mutex mu;
+  std::set<std::string> hexes;  // written in this batch
+  std::vector<std::pair<std::string, std::unique_ptr<TempBlob>>> pending;
+};
+
+BlobStore::Batch::Batch(std::unique_ptr<State> state) : state_(std::move(state)) {}
+BlobStore::Batch::~Batch() = default;
+
+std::unique_ptr<BlobStore::Batch> BlobStore::NewBatch(bool durable) {
+  return std::unique_ptr<Batch>(
+      new Batch(std::unique_ptr<Batch::State>(new Batch::State{*impl_, durable, {}, {}, {}})));
+}
+
+Result<BlobInfo> BlobStore::Batch::Put(std::span<const uint8_t> bytes) {
+  Sha256 sha;
+  sha.Update(bytes);
+  const std::string hex = ToHex(sha.Finish());
+  BlobInfo info{std::string(kPrefix) + hex, bytes.size(), false};
+  MP_ASSIGN_OR_RETURN(auto existing, state_->store.Existing(hex, state_->durable));
+  if (existing && static_cast<uint64_t>(existing->st_size) == bytes.size()) return info;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (!state_->hexes.insert(hex).second) return info;  // another tensor of this batch
+  }
+  MP_ASSIGN_OR_RETURN(auto temp, state_->store.CreateTemp());
+  MP_RETURN_IF_ERROR(WriteAll(temp->fd(), bytes.data(), bytes.size(), temp->path()));
+  if (::fchmod(temp->fd(), 0444) != 0) return IoError(Errno("cannot chmod", temp->path()));
+  // Start writing it back now (asynchronously), so that Publish's sync mostly finds it done.
+  if (state_->durable) (void)::sync_file_range(temp->fd(), 0, 0, SYNC_FILE_RANGE_WRITE);
+  info.written = true;
+  std::lock_guard<std::mutex> lock(state_->mu);
+  state_->pending.emplace_back(hex, std::move(temp));
+  return info;
+}
+
+Status BlobStore::Batch::Publish() {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  const bool durable = state_->durable;
+  auto& pending = state_->pending;
+  if (pending.empty()) return Status::Ok();
+  if (durable && ::syncfs(pending.front().second->fd()) != 0) {
+    return IoError(Errno("syncfs failed", state_->store.tmp));
+  }
+  std::set<std::string> folders;
+  for (auto& [hex, temp] : pending) {
+    // Not durable here: the data is synced above, the folders below, once each.
+    MP_RETURN_IF_ERROR(
+        state_->store.Install(*temp, hex, /*durable=*/false, /*replace=*/false).status());
+    folders.insert(state_->store.PrefixDir(hex));
+  }
+  pending.clear();
+  if (durable) {
+    for (const auto& dir : folders) MP_RETURN_IF_ERROR(FsyncDir(dir));
+    MP_RETURN_IF_ERROR(FsyncDir(state_->store.blobs));  // folders made for this batch
+  }
+  return Status::Ok();
 }
 
 bool BlobStore::Contains(const std::string& digest) const {

@@ -50,6 +50,31 @@ class BlobStore {
   /// Stores a whole file, streaming it (memory bounded), hashing while copying.
   Result<BlobInfo> PutFile(const std::string& path, bool durable = true);
 
+  /// Blobs written now and made visible together by Publish(), with one filesystem sync for
+  /// all of them instead of one fsync each (a push of hundreds of tensors). Nothing is visible
+  /// before Publish; destroying an unpublished batch removes its temporaries. Put is
+  /// thread-safe.
+  class Batch {
+   public:
+    ~Batch();
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+    /// Hashes `bytes`; a blob already stored (or already in this batch) is not written again.
+    Result<BlobInfo> Put(std::span<const uint8_t> bytes);
+    /// Renames the written temporaries into place; when durable, syncs them first (one
+    /// syncfs; their writeback started as each was written) and fsyncs each changed folder
+    /// once after.
+    Status Publish();
+
+   private:
+    friend class BlobStore;
+    struct State;
+    explicit Batch(std::unique_ptr<State> state);
+    std::unique_ptr<State> state_;
+  };
+  /// `durable` false skips every sync (tests and benchmarks).
+  std::unique_ptr<Batch> NewBatch(bool durable = true);
+
   bool Contains(const std::string& digest) const;
   /// The blob's size; NotFound when absent.
   Result<uint64_t> Size(const std::string& digest) const;

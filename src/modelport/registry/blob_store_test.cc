@@ -586,3 +586,50 @@ TEST(BlobStore, OpenWithoutCreateNeedsAStore) {
 
 }  // namespace
 }  // namespace mp::registry
+
+namespace mp::registry {
+namespace {
+
+TEST(BlobStoreBatch, NothingIsVisibleBeforePublishAndEachBlobOnce) {
+  TempDir dir;
+  auto store = BlobStore::Open(dir.File("reg"), true);
+  ASSERT_TRUE(store.ok());
+  const std::vector<uint8_t> a(5000, 1), b(70000, 2);
+  std::string digest_a;
+  {
+    auto batch = (*store)->NewBatch();
+    auto pa = batch->Put(a);
+    ASSERT_TRUE(pa.ok()) << pa.status().ToString();
+    EXPECT_TRUE(pa->written);
+    auto again = batch->Put(a);  // the same bytes twice in one batch: one blob
+    ASSERT_TRUE(again.ok());
+    EXPECT_FALSE(again->written);
+    ASSERT_TRUE(batch->Put(b).ok());
+    digest_a = pa->digest;
+    EXPECT_FALSE((*store)->Contains(digest_a));  // not before Publish
+    EXPECT_EQ(std::distance(fs::directory_iterator(dir.File("reg/tmp")), fs::directory_iterator()),
+              2);
+    ASSERT_TRUE(batch->Publish().ok());
+    EXPECT_TRUE((*store)->Contains(digest_a));
+    EXPECT_TRUE((*store)->Verify(digest_a).ok());
+    EXPECT_EQ(std::distance(fs::directory_iterator(dir.File("reg/tmp")), fs::directory_iterator()),
+              0);
+  }
+  auto list = (*store)->List();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->size(), 2u);
+  // A batch dropped without Publish leaves nothing, and a stored blob is not written again.
+  {
+    auto batch = (*store)->NewBatch();
+    auto pa = batch->Put(a);
+    ASSERT_TRUE(pa.ok());
+    EXPECT_FALSE(pa->written);
+    ASSERT_TRUE(batch->Put(std::vector<uint8_t>(10, 3)).ok());
+  }
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.File("reg/tmp")), fs::directory_iterator()),
+            0);
+  EXPECT_EQ((*store)->List()->size(), 2u);
+}
+
+}  // namespace
+}  // namespace mp::registry

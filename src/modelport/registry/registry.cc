@@ -580,10 +580,12 @@ Result<VersionRecord> Registry::Push(const std::string& name, const ModelSource&
   for (const auto& t : infos) total += t.byte_size;
   std::mutex progress_mu;
   uint64_t done_tensors = 0, done_bytes = 0;
+  // Tensors go in one batch: written in parallel, then synced and made visible together.
+  const std::unique_ptr<BlobStore::Batch> batch = I.blobs->NewBatch(options.durable);
   MP_RETURN_IF_ERROR(ParallelFor(infos.size(), [&](size_t i) -> Status {
     auto view = model.Load(i);
     if (!view) return view.error().WithContext("tensor " + Quote(infos[i].name));
-    MP_ASSIGN_OR_RETURN(BlobInfo blob, I.blobs->Put(view->bytes(), options.durable));
+    MP_ASSIGN_OR_RETURN(BlobInfo blob, batch->Put(view->bytes()));
     manifest.tensors[i] = {infos[i], blob.digest};
     if (options.progress) {
       std::lock_guard<std::mutex> lock(progress_mu);
@@ -593,6 +595,7 @@ Result<VersionRecord> Registry::Push(const std::string& name, const ModelSource&
     }
     return Status::Ok();
   }));
+  MP_RETURN_IF_ERROR(batch->Publish());
   uint64_t logical = total;
   std::set<std::string> asset_names;
   for (const auto& path : options.assets) {
