@@ -1377,6 +1377,7 @@ int RunBench(const Options& opt) {
                     .target = "<= 1.2x H: " + Verdict(again.ms <= 1.2 * lim.sha_mt)});
     const registry::VersionRecord v =
         Take(reg->Resolve(Take(registry::ParseRef("m@1"), "ref")), "resolve");
+    ::sync();  // the pushes' writeback would otherwise throttle the rows below
     const Stat cat = Summarize(Time(
         reps, nullptr, [&] { CatTo(model_path, scratch); }, [&] { Remove(scratch); }));
     rows.push_back({.name = "cat in > out, the model [C]", .time = cat, .bytes = bytes});
