@@ -322,8 +322,11 @@ Status Export(const RegistryOptions& o) {
   MP_ASSIGN_OR_RETURN(auto reg, OpenRegistry(o));
   MP_ASSIGN_OR_RETURN(auto ref, registry::ParseRef(o.ref));
   MP_ASSIGN_OR_RETURN(VersionRecord v, reg->Resolve(ref));
-  MP_ASSIGN_OR_RETURN(auto model, reg->Load(v, /*verify=*/!o.no_verify));
   MP_ASSIGN_OR_RETURN(const FormatDescriptor* format, FormatForOutput(o.dst, o.to));
+  // Every blob is re-hashed up front, on all cores, so a damaged version fails before anything
+  // is written; the export then reads the checked blobs as they are.
+  if (!o.no_verify) MP_RETURN_IF_ERROR(reg->Verify(v));
+  MP_ASSIGN_OR_RETURN(auto model, reg->Load(v, /*verify=*/false));
   // ONNX needs a graph: versions pushed from ONNX keep theirs (Registry::ExportOnnx).
   const bool to_onnx = format->name == "onnx";
   if (!format->caps.write && !to_onnx) {
@@ -341,8 +344,8 @@ Status Export(const RegistryOptions& o) {
       progress.Update(t, tt, b, bt);
     };
   }
-  Status written = to_onnx ? reg->ExportOnnx(v, o.dst, w, /*verify=*/!o.no_verify)
-                           : format->write(*model, o.dst, w);
+  Status written =
+      to_onnx ? reg->ExportOnnx(v, o.dst, w, /*verify=*/false) : format->write(*model, o.dst, w);
   progress.Clear();
   MP_RETURN_IF_ERROR(written);
   std::vector<std::string> asset_files;

@@ -198,6 +198,8 @@ Result<std::optional<struct stat>> BlobStore::Impl::Existing(const std::string& 
   // A reused blob counts as new for gc's grace period: the push reusing it commits its version
   // later, and until then nothing else marks the blob as wanted.
   if (::utimensat(AT_FDCWD, path.c_str(), nullptr, 0) != 0) {
+    // Removed by a gc since the lstat above: absent after all.
+    if (errno == ENOENT || errno == ENOTDIR) return std::optional<struct stat>();
     return IoError(Errno("cannot touch blob", path));
   }
   if (durable && NowNanos() - Nanos(st.st_ctim) < kFreshSeconds * 1000000000) {

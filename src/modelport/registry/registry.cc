@@ -777,6 +777,16 @@ Result<std::unique_ptr<ModelSource>> Registry::Load(const VersionRecord& version
   return std::unique_ptr<ModelSource>(new StoredModel(*impl_->blobs, std::move(m), verify));
 }
 
+Status Registry::Verify(const VersionRecord& version) {
+  MP_ASSIGN_OR_RETURN(Manifest m, impl_->ReadManifest(version.manifest, /*verify=*/true));
+  const auto blobs = BlobsOf(m);
+  return ParallelFor(blobs.size(), [&](size_t i) -> Status {
+    const auto& [what, digest, bytes] = blobs[i];
+    Status s = impl_->blobs->Verify(digest);
+    return s.ok() ? s : std::move(s).WithContext(what);
+  });
+}
+
 Result<std::vector<std::pair<std::string, std::string>>> Registry::Assets(
     const VersionRecord& version) {
   MP_ASSIGN_OR_RETURN(Manifest m, impl_->ReadManifest(version.manifest, true));

@@ -137,6 +137,9 @@ class Registry {
   /// A version as a ModelSource reading its tensors from the blob store (zero-copy mappings;
   /// re-hashed on load unless `verify` is false).
   Result<std::unique_ptr<ModelSource>> Load(const VersionRecord& version, bool verify = true);
+  /// Re-hashes the version's manifest and every blob it names, on all cores: ChecksumMismatch
+  /// (naming the tensor or asset) or NotFound. Export runs it before writing anything.
+  Status Verify(const VersionRecord& version);
   /// Writes a version pushed from ONNX back as an ONNX model: its stored graph with every
   /// initializer in `dest`.data (laid out as `modelport onnx rewrite --external-data` does).
   /// Unsupported for versions pushed from formats without a graph.

@@ -338,7 +338,11 @@ TEST_P(RegistryTest, GcWithNoGracePeriodDuringPushesLosesNothingReachable) {
     if (!r.ok()) _exit(10);
     int sweeps = 0;
     while (!fs::exists(stop) || sweeps < 3) {
-      if (!(*r)->Gc(0, false).ok()) _exit(11);
+      auto gc = (*r)->Gc(0, false);
+      if (!gc.ok()) {
+        std::fprintf(stderr, "gc failed: %s\n", gc.status().ToString().c_str());
+        _exit(11);
+      }
       ++sweeps;
     }
     _exit(0);
@@ -354,7 +358,11 @@ TEST_P(RegistryTest, GcWithNoGracePeriodDuringPushesLosesNothingReachable) {
         PushOptions o;
         o.durable = false;
         o.tags = {"p" + std::to_string(p) + "k" + std::to_string(k)};
-        if (!(*r)->Push("m", model_of(p, k), o).ok()) _exit(11);
+        auto pushed = (*r)->Push("m", model_of(p, k), o);
+        if (!pushed.ok()) {
+          std::fprintf(stderr, "push failed: %s\n", pushed.status().ToString().c_str());
+          _exit(11);
+        }
       }
       _exit(0);
     }
@@ -422,6 +430,9 @@ TEST_P(RegistryTest, FsckAndVerifiedReadsCatchAFlippedBit) {
   auto verified = reg().Load(v, /*verify=*/true);
   ASSERT_TRUE(verified.ok());
   EXPECT_EQ((*verified)->Load(0).status().code(), StatusCode::kChecksumMismatch);
+  const Status all = reg().Verify(v);
+  EXPECT_EQ(all.code(), StatusCode::kChecksumMismatch) << all.ToString();
+  EXPECT_NE(all.message().find("tensor 'layer.0.weight'"), std::string::npos) << all.ToString();
   auto unverified = reg().Load(v, /*verify=*/false);
   ASSERT_TRUE(unverified.ok());
   EXPECT_TRUE((*unverified)->Load(0).ok());
