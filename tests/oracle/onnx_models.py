@@ -141,7 +141,9 @@ def make_dtypes(out_dir, manifest, raw):
         manifest.add(file, t.name, t.data_type, t.dims, raw_bytes)
 
 
-def make_torch(out_dir, manifest):
+def conv_norm_linear():
+    """The small Conv2d / LayerNorm / Linear model (input [N, 3, 6, 6]) the torch exports of
+    the ONNX oracles use, in eval mode, initialised from torch's current seed."""
     import torch
 
     class Net(torch.nn.Module):
@@ -156,8 +158,14 @@ def make_torch(out_dir, manifest):
             h = self.norm(h)
             return self.fc(torch.relu(h).flatten(1))
 
+    return Net().eval()
+
+
+def make_torch(out_dir, manifest):
+    import torch
+
     torch.manual_seed(3)
-    net = Net().eval()
+    net = conv_norm_linear()
     x = torch.randn(2, 3, 6, 6)
     inline = os.path.join(out_dir, "torch_inline.onnx")
     torch.onnx.export(net, x, inline, input_names=["x"], output_names=["y"], opset_version=13,

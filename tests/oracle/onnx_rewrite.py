@@ -91,20 +91,10 @@ def feeds(out_dir, models):
 def tuned(out_dir):
     import torch
 
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-            self.norm = torch.nn.LayerNorm(8)
-            self.fc = torch.nn.Linear(8 * 6 * 6, 10)
-
-        def forward(self, x):
-            h = self.conv(x).permute(0, 2, 3, 1)
-            h = self.norm(h)
-            return self.fc(torch.relu(h).flatten(1))
+    from onnx_models import conv_norm_linear  # tests/oracle, beside this script
 
     torch.manual_seed(5)
-    net = Net().eval()
+    net = conv_norm_linear()
     x = torch.randn(2, 3, 6, 6)
     # Without constant folding every parameter stays an initializer named after its state-dict
     # key (folding may turn one into a renamed, transposed copy), which is what set-weights

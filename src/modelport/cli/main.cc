@@ -1,5 +1,6 @@
-// `modelport`: inspect, convert, verify, diff, hash and scan model files, and rewrite ONNX models. Each subcommand lives in
-// the file named after it; exit codes and shared output helpers are in cli_util.h.
+// `modelport`: inspect, convert, verify, diff, hash and scan model files, rewrite ONNX models and
+// keep versions in a registry. Each subcommand lives in the file named after it; exit codes and
+// shared output helpers are in cli_util.h.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>

@@ -59,6 +59,8 @@ void UnregisterTemp(const char* path) {
   }
 }
 
+}  // namespace
+
 Status FsyncDir(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return IoError(Errno("cannot open folder to fsync", dir));
@@ -67,8 +69,6 @@ Status FsyncDir(const std::string& dir) {
   if (rc != 0) return IoError(Errno("fsync of folder failed", dir));
   return Status::Ok();
 }
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // InputFile

@@ -90,6 +90,9 @@ class AtomicFile {
   bool committed_ = false;
 };
 
+/// fsync of a folder, so entries renamed or created in it survive a crash.
+Status FsyncDir(const std::string& dir);
+
 /// Creates `dir` and its parents if missing.
 Status MakeDirs(const std::string& dir);
 

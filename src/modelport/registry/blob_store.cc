@@ -65,15 +65,6 @@ Status BadDigest(std::string_view digest) {
                          ": not a blob digest (expected \"sha256:\" and 64 lowercase hex digits)");
 }
 
-Status FsyncDir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return IoError(Errno("cannot open folder to fsync", dir));
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return IoError(Errno("fsync of folder failed", dir));
-  return Status::Ok();
-}
-
 Status WriteAll(int fd, const uint8_t* data, size_t size, const std::string& path) {
   while (size > 0) {
     // Linux writes at most 0x7ffff000 bytes per call; ask for no more than 1 GiB at a time.
@@ -99,6 +90,12 @@ int64_t NowNanos() {
 int64_t Nanos(const timespec& ts) { return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec; }
 
 int HexValue(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
+
+// Closes a directory stream on scope exit.
+struct DirCloser {
+  DIR* d;
+  ~DirCloser() { ::closedir(d); }
+};
 
 // A file in tmp/ being written; unless Disarm()ed (installed), the destructor removes it.
 class TempBlob {
@@ -506,10 +503,7 @@ Result<std::vector<BlobStore::Entry>> BlobStore::List() const {
   std::vector<Entry> out;
   DIR* top = ::opendir(impl_->blobs.c_str());
   if (top == nullptr) return IoError(Errno("cannot list blob folder", impl_->blobs));
-  struct DirCloser {
-    DIR* d;
-    ~DirCloser() { ::closedir(d); }
-  } top_closer{top};
+  DirCloser top_closer{top};
   for (;;) {
     errno = 0;
     dirent* e = ::readdir(top);
@@ -577,10 +571,7 @@ Result<uint64_t> BlobStore::RemoveStaleTemporaries(int64_t older_than_seconds) {
   }
   DIR* d = ::opendir(impl_->tmp.c_str());
   if (d == nullptr) return IoError(Errno("cannot list temporary folder", impl_->tmp));
-  struct DirCloser {
-    DIR* d;
-    ~DirCloser() { ::closedir(d); }
-  } closer{d};
+  DirCloser closer{d};
   const int64_t now = NowNanos();
   const int64_t min_age = older_than_seconds * 1000000000;
   uint64_t removed = 0;

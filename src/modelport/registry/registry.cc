@@ -20,6 +20,7 @@
 #include "modelport/core/json.h"
 #include "modelport/core/parallel.h"
 #include "modelport/formats/onnx/onnx.h"
+#include "modelport/formats/zip/zip.h"
 
 namespace mp::registry {
 namespace {
@@ -109,13 +110,8 @@ Result<int64_t> SchemaVersion(Db& db) {
   return AsInt((*rows)[0][0]);
 }
 
-// Built by appending: g++ 12 -O3 warns falsely (-Wrestrict) on "x" + std::string.
-std::string Quote(std::string_view s) {
-  std::string out = "'";
-  out += s;
-  out += '\'';
-  return out;
-}
+// Names from files may hold anything: quoted and escaped so an error stays on one line.
+std::string Quote(std::string_view s) { return zip::QuoteName(s); }
 
 std::string NowUtc() {
   const auto now = std::chrono::system_clock::now();
@@ -185,10 +181,10 @@ struct Manifest {
 std::vector<std::tuple<std::string, std::string, uint64_t>> BlobsOf(const Manifest& m) {
   std::vector<std::tuple<std::string, std::string, uint64_t>> out;
   for (const auto& t : m.tensors) {
-    out.emplace_back("tensor '" + t.info.name + "'", t.blob, t.info.byte_size);
+    out.emplace_back("tensor " + Quote(t.info.name), t.blob, t.info.byte_size);
   }
   for (const auto& [path, blob] : m.assets) {
-    out.emplace_back("asset '" + path + "'", blob.digest, blob.size);
+    out.emplace_back("asset " + Quote(path), blob.digest, blob.size);
   }
   if (m.graph) out.emplace_back("graph", m.graph->digest, m.graph->size);
   return out;
@@ -465,6 +461,15 @@ struct Registry::Impl {
         db->Query("SELECT version FROM versions WHERE model = $1 AND stage = 'production'",
                   {model}));
     return rows.empty() ? 0 : AsInt(rows[0][0]);
+  }
+
+  // InvalidArgument when `version` is the production version (which archive and rm leave alone
+  // unless forced).
+  Status NotProduction(const std::string& model, int64_t version) {
+    MP_ASSIGN_OR_RETURN(const int64_t production, Production(model));
+    if (production != version) return Status::Ok();
+    return InvalidArgument(model + "@" + std::to_string(version) +
+                           " is the production version; promote another first (or --force)");
   }
 
   // Inside a transaction: production moves to `version`, the previous one is archived.
@@ -936,11 +941,7 @@ Result<VersionRecord> Registry::Archive(const Ref& ref, bool force) {
   Impl& I = *impl_;
   MP_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*I.db));
   MP_ASSIGN_OR_RETURN(const int64_t version, I.VersionOf(ref));
-  MP_ASSIGN_OR_RETURN(const int64_t production, I.Production(ref.name));
-  if (production == version && !force) {
-    return InvalidArgument(ref.name + "@" + std::to_string(version) +
-                           " is the production version; promote another first (or --force)");
-  }
+  if (!force) MP_RETURN_IF_ERROR(I.NotProduction(ref.name, version));
   MP_RETURN_IF_ERROR(I.db->Query("UPDATE versions SET stage = 'archived' WHERE model = $1 AND "
                                  "version = $2",
                                  {ref.name, version})
@@ -984,11 +985,7 @@ Status Registry::Remove(const Ref& ref, bool force) {
   Impl& I = *impl_;
   MP_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*I.db));
   MP_ASSIGN_OR_RETURN(const int64_t version, I.VersionOf(ref));
-  MP_ASSIGN_OR_RETURN(const int64_t production, I.Production(ref.name));
-  if (production == version && !force) {
-    return InvalidArgument(ref.name + "@" + std::to_string(version) +
-                           " is the production version; promote another first (or --force)");
-  }
+  if (!force) MP_RETURN_IF_ERROR(I.NotProduction(ref.name, version));
   MP_RETURN_IF_ERROR(
       I.db->Query("DELETE FROM aliases WHERE model = $1 AND version = $2", {ref.name, version})
           .status());
