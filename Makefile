@@ -44,6 +44,9 @@ test-debug: setup
 	cmake --preset debug >/dev/null
 	cmake --build --preset debug
 	ctest --preset debug
+	@# The reference evaluator's score on the ONNX node tests (docs/VALIDATION.md).
+	@build/tests/modelport_tests --gtest_filter=OnnxConformance.NodeTestsOfSupportedOpsPass \
+	  | sed -n '/^ONNX node conformance/,/^\[/p' | grep -v '^\[' || true
 
 test-asan: setup
 	@echo "== asan-ubsan build and tests =="

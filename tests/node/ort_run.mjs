@@ -3,6 +3,7 @@
 // of the name outside [A-Za-z0-9._-] become '_'). Prints one JSON line: {"outputs": [{"name",
 // "file", "dtype", "shape"}]}. Used by tests/ort_oracle_test.cc as an independent runtime.
 // External data files resolve beside the model (onnxruntime reads them relative to its path).
+// The .npy helpers live in npy.mjs (shared with ort_batch.mjs); their errors land in the catch.
 // Errors: one line on stderr, exit 1. Assumes a little-endian host (x64, arm64).
 //
 //   node ort_run.mjs MODEL.onnx OUT_DIR [NAME=INPUT.npy ...]
@@ -11,78 +12,11 @@ import fs from "node:fs";
 import path from "node:path";
 import ort from "onnxruntime-node";
 
+import { readNpy, writeNpy } from "./npy.mjs";
+
 function fail(message) {
   process.stderr.write(`ort_run: ${String(message).replace(/\s+/g, " ").trim()}\n`);
   process.exit(1);
-}
-
-// onnxruntime tensor type <-> .npy descr (without the byte-order character) and typed array.
-// float16 travels as raw Uint16Array bits; bool as one byte per element, as in NumPy.
-const TYPES = {
-  float32: ["f4", Float32Array],
-  float64: ["f8", Float64Array],
-  float16: ["f2", Uint16Array],
-  int64: ["i8", BigInt64Array],
-  int32: ["i4", Int32Array],
-  int16: ["i2", Int16Array],
-  int8: ["i1", Int8Array],
-  uint64: ["u8", BigUint64Array],
-  uint32: ["u4", Uint32Array],
-  uint16: ["u2", Uint16Array],
-  uint8: ["u1", Uint8Array],
-  bool: ["b1", Uint8Array],
-};
-
-// Parses a .npy file (format v1, v2 or v3) into an ort.Tensor.
-function readNpy(file) {
-  const buf = fs.readFileSync(file);
-  if (buf.length < 10 || buf.toString("latin1", 0, 6) !== "\x93NUMPY") {
-    fail(`${file}: not a .npy file`);
-  }
-  const major = buf[6];
-  if (major < 1 || major > 3) fail(`${file}: unsupported .npy version ${major}.${buf[7]}`);
-  const lenSize = major === 1 ? 2 : 4;
-  const headerLen = lenSize === 2 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
-  const dataStart = 8 + lenSize + headerLen;
-  if (dataStart > buf.length) fail(`${file}: header runs past the end of the file`);
-  const header = buf.toString(major === 3 ? "utf8" : "latin1", 8 + lenSize, dataStart);
-  const descr = /'descr'\s*:\s*'([^']*)'/.exec(header);
-  const order = /'fortran_order'\s*:\s*(True|False)/.exec(header);
-  const shape = /'shape'\s*:\s*\(([^)]*)\)/.exec(header);
-  if (!descr || !order || !shape) fail(`${file}: cannot parse header ${header.trim()}`);
-  if (order[1] === "True") fail(`${file}: Fortran-order arrays are not supported`);
-  // '<' little-endian, '|' not applicable (1-byte types), '=' native (little-endian here).
-  const m = /^([<|=])([a-z]\d+)$/.exec(descr[1]);
-  const type = m && Object.keys(TYPES).find((t) => TYPES[t][0] === m[2]);
-  if (!type) fail(`${file}: unsupported dtype '${descr[1]}' (need little-endian numeric or bool)`);
-  const dims = shape[1].split(",").map((s) => s.trim()).filter((s) => s !== "").map(Number);
-  const [, ArrayType] = TYPES[type];
-  const count = dims.reduce((a, b) => a * b, 1);
-  const bytes = count * ArrayType.BYTES_PER_ELEMENT;
-  if (dataStart + bytes !== buf.length) {
-    const have = buf.length - dataStart;
-    fail(`${file}: data is ${have} bytes, shape (${dims}) ${type} needs ${bytes}`);
-  }
-  // Copy so the typed array starts aligned (the header length need not be a multiple of 8).
-  const data = new ArrayType(Uint8Array.prototype.slice.call(buf, dataStart).buffer, 0, count);
-  return new ort.Tensor(type, data, dims);
-}
-
-// Writes an ort.Tensor as .npy v1 (header padded so the data starts at a multiple of 64).
-function writeNpy(file, tensor) {
-  const entry = TYPES[tensor.type];
-  if (!entry) fail(`output type '${tensor.type}' cannot be written as .npy`);
-  const byteOrder = entry[0].endsWith("1") ? "|" : "<";
-  const dims = tensor.dims.map(Number);
-  const shape = dims.length === 1 ? `(${dims[0]},)` : `(${dims.join(", ")})`;
-  let header = `{'descr': '${byteOrder}${entry[0]}', 'fortran_order': False, 'shape': ${shape}, }`;
-  header += " ".repeat(63 - ((10 + header.length) % 64)) + "\n";
-  const prefix = Buffer.alloc(10);
-  prefix.write("\x93NUMPY\x01\x00", 0, "latin1");
-  prefix.writeUInt16LE(header.length, 8);
-  const data = tensor.data;
-  const raw = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  fs.writeFileSync(file, Buffer.concat([prefix, Buffer.from(header, "latin1"), raw]));
 }
 
 const [model, outDir, ...args] = process.argv.slice(2);

@@ -555,6 +555,7 @@ class OnnxReader final : public OnnxSource {
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
   const Json& metadata() const override { return metadata_; }
   const GraphInfo& graph_info() const override { return graph_; }
+  const std::string& graph_proto() const override { return skeleton_; }
   std::vector<std::string> notes() const override { return notes_; }
 
   ModelFiles files() const override {
@@ -702,11 +703,10 @@ class OnnxReader final : public OnnxSource {
     if (EmittedSize([](size_t) { return uint64_t{0}; }) > INT_MAX) {
       return LimitExceeded("the graph without its initializers' data is over 2 GiB");
     }
-    std::string skeleton;
-    StringSink sink(&skeleton);
+    StringSink sink(&skeleton_);
     MP_RETURN_IF_ERROR(Emit(
         sink, [](size_t) { return uint64_t{0}; }, [](size_t, Sink&) { return Status::Ok(); }));
-    return ParseGraphInfo(skeleton);
+    return ParseGraphInfo(skeleton_);
   }
 
   // ---- Re-emitting the model: its bytes as read, with each initializer's data fields
@@ -1405,6 +1405,7 @@ class OnnxReader final : public OnnxSource {
   uint64_t sparse_ = 0;
   uint64_t nested_external_ = 0;  // tensors in nodes or sparse initializers with external data
   GraphInfo graph_;
+  std::string skeleton_;  // the model without its initializers' data, for libprotobuf
   Json metadata_ = Json::object();
   std::vector<std::string> notes_;
 };

@@ -118,6 +118,10 @@ struct RewriteReport {
 class OnnxSource : public ModelSource {
  public:
   virtual const GraphInfo& graph_info() const = 0;
+  /// The serialized ModelProto with every initializer's data fields left out (raw_data, typed
+  /// data, external_data): what libprotobuf parses for the graph. Initializer values come from
+  /// Load, by name.
+  virtual const std::string& graph_proto() const = 0;
 
   /// Writes this model to `out` (atomically; the data file, when any, is renamed into place
   /// just before the model). The output may replace the input, its data file too: the input
