@@ -68,6 +68,19 @@ announce cmp "$ONNX" "$OUT/mlp-set.onnx"
 cmp "$ONNX" "$OUT/mlp-set.onnx"
 echo "$OUT/mlp-set.onnx is byte-identical to $ONNX"
 
+# Validation: the MLP run by modelport's reference evaluator on a sample input reproduces
+# torch's output; the f16 copy of the GPT-2 is its f32 source correctly rounded, and not equal.
+run "$MP" validate "$ONNX" --samples tests/data/mlp-onnx/x.npy --expected tests/data/mlp-onnx/y.npy
+run "$MP" validate "$OUT/tiny-gpt2-f16.safetensors" --against "$MODEL"
+announce "$MP" validate "$OUT/tiny-gpt2-f16.safetensors" --against "$MODEL" --exact
+rc=0
+"$MP" validate "$OUT/tiny-gpt2-f16.safetensors" --against "$MODEL" --exact | tail -2 || rc=$?
+echo "exit $rc"
+if [[ $rc -ne 1 ]]; then
+  echo "demo: expected exit code 1 for an exact comparison of f16 with f32, got $rc" >&2
+  exit 1
+fi
+
 # A damaged file is refused with one line on stderr and exit code 4 (input rejected).
 announce head -c 100000 "$MODEL" ">$OUT/truncated.safetensors"
 head -c 100000 "$MODEL" >"$OUT/truncated.safetensors"

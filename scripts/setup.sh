@@ -13,6 +13,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libprotobuf-dev protobuf-compiler libonnx-dev  # ONNX: protobuf runtime + the onnx.proto classes
   libsqlite3-dev libpq-dev postgresql  # registry metadata: SQLite, libpq; a server for its tests
+  libtorch-dev  # the TorchScript inference backend (libtorch C++ API; validate --allow-torchscript)
   # oracle tests and the benchmark's peers (run with /usr/bin/python3)
   python3 python3-numpy python3-torch python3-onnx libonnx-testdata
 )

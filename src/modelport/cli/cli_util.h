@@ -31,6 +31,15 @@ namespace CLI {
 class App;
 }  // namespace CLI
 
+namespace mp::registry {
+class Registry;
+}  // namespace mp::registry
+
+namespace mp::validate {
+struct Report;
+struct Samples;
+}  // namespace mp::validate
+
 namespace mp::cli {
 
 inline constexpr int kExitOk = 0;
@@ -69,6 +78,24 @@ Command AddHashCommand(CLI::App& app);
 Command AddScanCommand(CLI::App& app);
 Command AddOnnxCommand(CLI::App& app);
 Command AddRegistryCommand(CLI::App& app);
+Command AddValidateCommand(CLI::App& app);
+
+/// The registry at `root` (empty: $MODELPORT_REGISTRY, else ~/.modelport/registry) with its
+/// database at `db` (empty: $MODELPORT_DB, else SQLite in the folder).
+std::string RegistryRoot(const std::string& root);
+std::string RegistryDb(const std::string& db);
+Result<std::unique_ptr<registry::Registry>> OpenRegistryFrom(const std::string& root,
+                                                             const std::string& db);
+
+/// Prints a validation report: one aligned line per check, then PASSED/FAILED with counts
+/// (validate.cc; `registry promote` prints the report of its gate the same way).
+void PrintValidationReport(const validate::Report& report);
+/// Samples from --samples/--expected with --atol/--rtol values: "X" sets the default, "NAME=X"
+/// one output's (starting from the defaults whatever the order). InvalidArgument for a value
+/// that is not a finite number >= 0.
+Result<validate::Samples> ParseSamples(const std::string& inputs, const std::string& expected,
+                                       const std::vector<std::string>& atol,
+                                       const std::vector<std::string>& rtol);
 
 /// Adds `--key PATH` (which nested state dict of a checkpoint to read) to a subcommand.
 void AddKeyOption(CLI::App* sub, std::string* key);

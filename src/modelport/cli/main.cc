@@ -17,18 +17,18 @@ namespace {
 int Main(int argc, char** argv) {
   using namespace mp::cli;
   CLI::App app(
-      "modelport: inspect, convert, verify, diff, hash and scan ML model files without "
-      "executing anything they contain.",
+      "modelport: inspect, convert, verify, validate, diff, hash and scan ML model files "
+      "without executing anything they contain (unless asked: --allow-torchscript).",
       "modelport");
   app.set_version_flag("--version", "modelport " MODELPORT_VERSION);
   app.footer(std::string(ExitCodeHelp()));
   app.require_subcommand(1);
   app.fallthrough(false);
 
-  const std::vector<Command> commands = {AddInspectCommand(app), AddConvertCommand(app),
-                                         AddVerifyCommand(app),  AddDiffCommand(app),
-                                         AddHashCommand(app),    AddScanCommand(app),
-                                         AddOnnxCommand(app),    AddRegistryCommand(app)};
+  const std::vector<Command> commands = {
+      AddInspectCommand(app), AddConvertCommand(app),  AddVerifyCommand(app),
+      AddDiffCommand(app),    AddHashCommand(app),     AddScanCommand(app),
+      AddOnnxCommand(app),    AddRegistryCommand(app), AddValidateCommand(app)};
   // A subcommand's own footer (scan's verdicts and exit codes) comes before the shared table.
   for (const Command& c : commands) {
     const std::string own = c.app->get_footer();

@@ -20,6 +20,7 @@
 
 #include "modelport/cli/cli_util.h"
 #include "modelport/formats/format.h"
+#include "modelport/validate/validate.h"
 
 namespace mp::cli {
 namespace {
@@ -35,25 +36,17 @@ struct RegistryOptions {
   // Verb arguments (each verb uses the ones it declares).
   std::string name, path, ref, alias, dst, to, key, label, from, relation = "derived", command;
   std::vector<std::string> assets, metrics, params, tags, aliases;
+  std::string samples, expected, require_validation;
+  std::vector<std::string> atol, rtol;
+  bool allow_torchscript = false;
   int64_t expect = -1;
   int64_t grace = 3600;
   size_t limit = 0;
   bool remove = false, force = false, dry_run = false, no_verify = false, with_assets = false;
 };
 
-std::string DefaultRoot() {
-  if (const char* r = std::getenv("MODELPORT_REGISTRY"); r != nullptr && *r != '\0') return r;
-  const char* home = std::getenv("HOME");
-  return std::string(home != nullptr && *home != '\0' ? home : ".") + "/.modelport/registry";
-}
-
-std::string DefaultDb() {
-  const char* db = std::getenv("MODELPORT_DB");
-  return db != nullptr ? db : "";
-}
-
 Result<std::unique_ptr<Registry>> OpenRegistry(const RegistryOptions& o) {
-  return Registry::Open(o.root.empty() ? DefaultRoot() : o.root, o.db.empty() ? DefaultDb() : o.db);
+  return OpenRegistryFrom(o.root, o.db);
 }
 
 std::string RefText(const VersionRecord& v) { return v.model + "@" + std::to_string(v.version); }
@@ -111,10 +104,10 @@ void PrintVersion(const VersionRecord& v) {
 }
 
 Status Init(const RegistryOptions& o) {
-  const std::string root = o.root.empty() ? DefaultRoot() : o.root;
-  MP_ASSIGN_OR_RETURN(auto reg, Registry::Init(root, o.db.empty() ? DefaultDb() : o.db));
+  const std::string root = RegistryRoot(o.root);
+  MP_ASSIGN_OR_RETURN(auto reg, Registry::Init(root, RegistryDb(o.db)));
   if (o.json) {
-    PrintJson({{"registry", root}, {"db", o.db.empty() ? DefaultDb() : o.db}});
+    PrintJson({{"registry", root}, {"db", RegistryDb(o.db)}});
   } else {
     std::printf("registry ready in %s\n", root.c_str());
   }
@@ -154,6 +147,22 @@ Status Push(const RegistryOptions& o) {
   }
   p.relation = o.relation;
   p.command = o.command;
+  if (o.samples.empty() != o.expected.empty()) {
+    return InvalidArgument("--samples and --expected go together");
+  }
+  if (!o.samples.empty()) {
+    MP_ASSIGN_OR_RETURN(const validate::Samples s,
+                        ParseSamples(o.samples, o.expected, o.atol, o.rtol));
+    registry::VersionSamples vs;
+    vs.inputs = s.inputs;
+    vs.expected = s.expected;
+    vs.atol = s.tolerance.atol;
+    vs.rtol = s.tolerance.rtol;
+    for (const auto& [name, tol] : s.per_output) vs.per_output[name] = {tol.atol, tol.rtol};
+    p.samples = std::move(vs);
+  } else if (!o.atol.empty() || !o.rtol.empty()) {
+    return InvalidArgument("--atol and --rtol go with --samples and --expected");
+  }
   ProgressBar progress("pushing");
   if (progress.enabled()) {
     p.progress = [&progress](uint64_t t, uint64_t tt, uint64_t b, uint64_t bt) {
@@ -262,16 +271,56 @@ Status Show(const RegistryOptions& o, bool latest_only) {
   return Status::Ok();
 }
 
-Status Promote(const RegistryOptions& o) {
-  MP_ASSIGN_OR_RETURN(auto reg, OpenRegistry(o));
-  MP_ASSIGN_OR_RETURN(auto ref, registry::ParseRef(o.ref));
+// Promotes; a model that requires validation has the version validated first (its stored
+// samples run through the reference evaluator), and a failed check refuses the promotion with
+// exit code 1, like a failed `modelport validate`.
+int Promote(const RegistryOptions& o) {
+  auto reg = OpenRegistry(o);
+  if (!reg) return ReportError(reg.error());
+  auto ref = registry::ParseRef(o.ref);
+  if (!ref) return ReportError(ref.error());
   std::optional<int64_t> expect;
   if (o.expect >= 0) expect = o.expect;
-  MP_ASSIGN_OR_RETURN(VersionRecord v, reg->Promote(ref, expect));
+  std::optional<validate::Report> report;
+  auto gate = [&](const VersionRecord& v) -> Status {
+    validate::Options options;
+    options.allow_torchscript = o.allow_torchscript;
+    MP_ASSIGN_OR_RETURN(report, validate::ValidateVersion(**reg, v, options));
+    if (!o.json) PrintValidationReport(*report);
+    if (!report->passed()) {
+      return InvalidArgument("promotion of " + RefText(v) + " refused: " + report->FirstFailure());
+    }
+    return Status::Ok();
+  };
+  auto v = (*reg)->Promote(*ref, expect, gate);
+  if (!v) {
+    const int code = ReportError(v.error());
+    return report && !report->passed() ? kExitDifferent : code;
+  }
   if (o.json) {
-    PrintJson(VersionJson(v));
+    Json doc = VersionJson(*v);
+    if (report) doc["validation"] = report->ToJson();
+    PrintJson(doc);
   } else {
-    std::printf("%s is production\n", RefText(v).c_str());
+    std::printf("%s is production\n", RefText(*v).c_str());
+  }
+  return kExitOk;
+}
+
+Status Policy(const RegistryOptions& o) {
+  MP_ASSIGN_OR_RETURN(auto reg, OpenRegistry(o));
+  if (!o.require_validation.empty()) {
+    if (o.require_validation != "on" && o.require_validation != "off") {
+      return InvalidArgument("--require-validation takes on or off, not " + o.require_validation);
+    }
+    MP_RETURN_IF_ERROR(reg->SetRequireValidation(o.name, o.require_validation == "on"));
+  }
+  MP_ASSIGN_OR_RETURN(const bool required, reg->RequiresValidation(o.name));
+  if (o.json) {
+    PrintJson({{"model", o.name}, {"require_validation", required}});
+  } else {
+    std::printf("%s: promotion %s validation\n", o.name.c_str(),
+                required ? "requires" : "does not require");
   }
   return Status::Ok();
 }
@@ -470,6 +519,23 @@ Status Du(const RegistryOptions& o) {
 
 }  // namespace
 
+std::string RegistryRoot(const std::string& root) {
+  if (!root.empty()) return root;
+  if (const char* r = std::getenv("MODELPORT_REGISTRY"); r != nullptr && *r != '\0') return r;
+  const char* home = std::getenv("HOME");
+  return std::string(home != nullptr && *home != '\0' ? home : ".") + "/.modelport/registry";
+}
+
+std::string RegistryDb(const std::string& db) {
+  if (!db.empty()) return db;
+  const char* env = std::getenv("MODELPORT_DB");
+  return env != nullptr ? env : "";
+}
+
+Result<std::unique_ptr<Registry>> OpenRegistryFrom(const std::string& root, const std::string& db) {
+  return Registry::Open(RegistryRoot(root), RegistryDb(db));
+}
+
 Command AddRegistryCommand(CLI::App& app) {
   auto o = std::make_shared<RegistryOptions>();
   CLI::App* reg = app.add_subcommand(
@@ -511,6 +577,13 @@ Command AddRegistryCommand(CLI::App& app) {
   push->add_option("--alias", o->aliases, "an alias to move to this version (repeatable)");
   push->add_option("--label", o->label, "a label unique within the model (e.g. 1.2.0)");
   push->add_option("--from", o->from, "lineage: the version this one was made from (REF)");
+  push->add_option("--samples", o->samples,
+                   "validation: sample inputs (.npz, .npy, .safetensors) stored with the version");
+  push->add_option("--expected", o->expected, "validation: the outputs expected for --samples");
+  push->add_option("--atol", o->atol,
+                   "validation: absolute tolerance, or NAME=X for one output (default 1e-5)");
+  push->add_option("--rtol", o->rtol,
+                   "validation: relative tolerance, or NAME=X for one output (default 1e-5)");
   push->add_option("--relation", o->relation,
                    "lineage: how (converted, quantized, fine-tuned; default derived)");
   push->add_option("--command", o->command, "lineage: the command that made it");
@@ -527,12 +600,25 @@ Command AddRegistryCommand(CLI::App& app) {
                           [o] { return ReportError(Show(*o, true)); });
   latest->add_option("NAME", o->name, "model name")->required();
 
-  CLI::App* promote = verb(
-      "promote", "Make REF the production version; the previous one is archived.", status(Promote));
+  CLI::App* promote =
+      verb("promote",
+           "Make REF the production version; the previous one is archived. A model whose policy "
+           "requires validation has REF validated first; a failed check refuses (exit 1).",
+           [o] { return Promote(*o); });
   promote->add_option("REF", o->ref, "the version to promote")->required();
   promote->add_option("--expect", o->expect,
                       "only if production is this version now (0: none); racing promotions "
                       "with the same expectation: exactly one wins");
+  promote->add_flag("--allow-torchscript", o->allow_torchscript,
+                    "validation may load TorchScript with libtorch (runs its code)");
+
+  CLI::App* policy = verb("policy",
+                          "Show or set a model's promotion policy: with --require-validation on, "
+                          "promote first validates the version (integrity, schema, and its "
+                          "samples' outputs) and refuses on any failure.",
+                          status(Policy));
+  policy->add_option("NAME", o->name, "model name")->required();
+  policy->add_option("--require-validation", o->require_validation, "on or off");
 
   CLI::App* archive = verb("archive", "Move a version to the archived stage (its blobs are kept).",
                            status(Archive));

@@ -98,7 +98,11 @@ CREATE TABLE IF NOT EXISTS registry_meta (
 // Later schema changes append a step; `registry init` applies the missing ones in one
 // transaction, and Open refuses a database that is behind (naming the command that migrates
 // it) or ahead (a newer modelport made it).
-std::vector<std::string> Migrations(std::string_view dialect) { return {SchemaV1(dialect)}; }
+std::vector<std::string> Migrations(std::string_view dialect) {
+  return {SchemaV1(dialect),
+          // 2: per-model promotion policy (validate before promote).
+          "ALTER TABLE models ADD COLUMN require_validation BIGINT NOT NULL DEFAULT 0;"};
+}
 
 int64_t LatestSchema() { return static_cast<int64_t>(Migrations("sqlite").size()); }
 
@@ -175,6 +179,9 @@ struct Manifest {
   // The model's graph, for formats that have one: an ONNX model with every initializer's data
   // left out (external_data naming "model.onnx.data", a file that is never written).
   std::optional<BlobInfo> graph;
+  // Validation samples: {"inputs", "expected" (asset names), "atol", "rtol", "per_output":
+  // {"name": {"atol", "rtol"}}}.
+  std::optional<Json> validation;
 };
 
 // Every blob a manifest names besides its own: (what, digest, bytes).
@@ -212,6 +219,7 @@ std::string ManifestJson(const Manifest& m) {
   if (m.graph) {
     doc["graph"] = {{"format", "onnx"}, {"bytes", m.graph->size}, {"blob", m.graph->digest}};
   }
+  if (m.validation) doc["validation"] = *m.validation;
   return doc.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
@@ -251,6 +259,16 @@ Result<Manifest> ParseManifest(std::span<const uint8_t> bytes, const std::string
       BlobInfo b{g.at("blob").get<std::string>(), g.at("bytes").get<uint64_t>(), false};
       if (!IsDigest(b.digest)) return fail("bad blob digest " + Quote(b.digest));
       m.graph = std::move(b);
+    }
+    if (j.contains("validation")) {
+      const Json& v = j.at("validation");
+      std::set<std::string> asset_names;
+      for (const auto& a : m.assets) asset_names.insert(a.first);
+      if (!asset_names.count(v.at("inputs").get<std::string>()) ||
+          !asset_names.count(v.at("expected").get<std::string>())) {
+        return fail("validation samples name an asset the version does not have");
+      }
+      m.validation = v;
     }
   } catch (const Json::exception& e) {
     return fail(std::string("malformed: ") + e.what());
@@ -602,8 +620,23 @@ Result<VersionRecord> Registry::Push(const std::string& name, const ModelSource&
   }));
   MP_RETURN_IF_ERROR(batch->Publish());
   uint64_t logical = total;
+  std::vector<std::string> asset_paths = options.assets;
+  if (options.samples) {
+    asset_paths.push_back(options.samples->inputs);
+    asset_paths.push_back(options.samples->expected);
+    Json per_output = Json::object();
+    for (const auto& [out, tol] : options.samples->per_output) {
+      per_output[out] = {{"atol", tol.first}, {"rtol", tol.second}};
+    }
+    manifest.validation =
+        Json{{"inputs", fs::path(options.samples->inputs).filename().string()},
+             {"expected", fs::path(options.samples->expected).filename().string()},
+             {"atol", options.samples->atol},
+             {"rtol", options.samples->rtol},
+             {"per_output", std::move(per_output)}};
+  }
   std::set<std::string> asset_names;
-  for (const auto& path : options.assets) {
+  for (const auto& path : asset_paths) {
     const std::string file = fs::path(path).filename().string();
     if (!asset_names.insert(file).second) {
       return InvalidArgument("two assets are named " + Quote(file));
@@ -675,7 +708,7 @@ Result<VersionRecord> Registry::Push(const std::string& name, const ModelSource&
                                .status());
       } else {
         MP_RETURN_IF_ERROR(
-            I.blobs->PutFile(options.assets[g - infos.size() - 1], options.durable).status());
+            I.blobs->PutFile(asset_paths[g - infos.size() - 1], options.durable).status());
       }
     }
     const std::string now = NowUtc();
@@ -876,8 +909,63 @@ Status Registry::ExportOnnx(const VersionRecord& version, const std::string& des
   return model->Commit(options.durable);
 }
 
-Result<VersionRecord> Registry::Promote(const Ref& ref, std::optional<int64_t> expect_current) {
+Result<std::optional<VersionSamples>> Registry::SamplesOf(const VersionRecord& version) {
+  MP_ASSIGN_OR_RETURN(Manifest m, impl_->ReadManifest(version.manifest, true));
+  if (!m.validation) return std::optional<VersionSamples>();
+  VersionSamples s;
+  try {
+    const Json& v = *m.validation;
+    s.inputs = v.at("inputs").get<std::string>();
+    s.expected = v.at("expected").get<std::string>();
+    s.atol = v.at("atol").get<double>();
+    s.rtol = v.at("rtol").get<double>();
+    for (const auto& [out, tol] : v.at("per_output").items()) {
+      s.per_output[out] = {tol.at("atol").get<double>(), tol.at("rtol").get<double>()};
+    }
+  } catch (const Json::exception& e) {
+    return Corrupt("manifest " + version.manifest + ": malformed validation samples: " + e.what());
+  }
+  return std::optional<VersionSamples>(std::move(s));
+}
+
+Status Registry::SetRequireValidation(const std::string& name, bool required) {
   Impl& I = *impl_;
+  MP_RETURN_IF_ERROR(CheckName(name, "model name"));
+  MP_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*I.db));
+  MP_ASSIGN_OR_RETURN(auto rows, I.db->Query("UPDATE models SET require_validation = $1 WHERE "
+                                             "name = $2 RETURNING name",
+                                             {std::to_string(required ? 1 : 0), name}));
+  if (rows.empty()) return NotFound("no model named " + Quote(name));
+  MP_RETURN_IF_ERROR(I.AddEvent("policy", name, 0, {{"require_validation", required}}));
+  return txn.Commit();
+}
+
+Result<bool> Registry::RequiresValidation(const std::string& name) {
+  MP_RETURN_IF_ERROR(CheckName(name, "model name"));
+  MP_ASSIGN_OR_RETURN(auto rows, impl_->db->Query("SELECT require_validation FROM models WHERE "
+                                                  "name = $1",
+                                                  {name}));
+  if (rows.empty()) return NotFound("no model named " + Quote(name));
+  return AsInt(rows[0][0]) != 0;
+}
+
+Result<VersionRecord> Registry::Promote(const Ref& given, std::optional<int64_t> expect_current,
+                                        const PromotionGate& gate) {
+  Impl& I = *impl_;
+  Ref ref = given;
+  MP_ASSIGN_OR_RETURN(const bool gated, RequiresValidation(ref.name));
+  if (gated) {
+    if (!gate) {
+      return InvalidArgument(ref.name +
+                             " requires validation before promotion, and none was "
+                             "run");
+    }
+    // The version is pinned first: the one validated is the one promoted, whatever the
+    // reference points at by then.
+    MP_ASSIGN_OR_RETURN(const VersionRecord candidate, Resolve(ref));
+    MP_RETURN_IF_ERROR(gate(candidate));
+    ref.selector = std::to_string(candidate.version);
+  }
   MP_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*I.db));
   MP_ASSIGN_OR_RETURN(const int64_t version, I.VersionOf(ref));
   MP_ASSIGN_OR_RETURN(const int64_t current, I.Production(ref.name));
@@ -891,7 +979,8 @@ Result<VersionRecord> Registry::Promote(const Ref& ref, std::optional<int64_t> e
                          shown(*expect_current) + " as expected (another promotion won)");
   }
   MP_RETURN_IF_ERROR(I.MoveProduction(ref.name, current, version));
-  MP_RETURN_IF_ERROR(I.AddEvent("promote", ref.name, version, {{"previous", current}}));
+  MP_RETURN_IF_ERROR(
+      I.AddEvent("promote", ref.name, version, {{"previous", current}, {"validated", gated}}));
   MP_RETURN_IF_ERROR(txn.Commit());
   return I.Fetch(ref.name, version);
 }

@@ -12,6 +12,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -65,8 +67,19 @@ struct VersionRecord {
   std::optional<Lineage> parent;
 };
 
+/// Sample inputs and expected outputs kept with a version (as two of its assets) and the
+/// tolerances `modelport validate` compares its outputs with.
+struct VersionSamples {
+  std::string inputs;    ///< asset name (Push: the file to store)
+  std::string expected;  ///< asset name (Push: the file to store)
+  double atol = 1e-5;
+  double rtol = 1e-5;
+  std::map<std::string, std::pair<double, double>> per_output;  ///< name -> (atol, rtol)
+};
+
 struct PushOptions {
-  std::vector<std::string> assets;  ///< files versioned with the weights, stored by file name
+  std::vector<std::string> assets;        ///< files versioned with the weights, stored by file name
+  std::optional<VersionSamples> samples;  ///< stored as two more assets
   Json metrics = Json::object();
   Json params = Json::object();
   std::vector<std::string> tags;
@@ -83,7 +96,8 @@ struct Event {
   int64_t seq = 0;
   std::string at;
   std::string who;
-  std::string action;  ///< "push", "promote", "archive", "rollback", "alias", "unalias", "rm"
+  /// "push", "promote", "archive", "rollback", "alias", "unalias", "rm", "policy"
+  std::string action;
   std::string model;
   int64_t version = 0;  ///< 0 when not about one version
   Json detail = Json::object();
@@ -150,10 +164,24 @@ class Registry {
   /// Writes a stored asset's bytes to `dest` (atomically), verifying them.
   Status ExportAsset(const std::string& digest, const std::string& dest);
 
+  /// The samples a version was pushed with; nullopt when none.
+  Result<std::optional<VersionSamples>> SamplesOf(const VersionRecord& version);
+
+  /// Whether promoting a version of `name` requires it to pass validation first.
+  Status SetRequireValidation(const std::string& name, bool required);
+  Result<bool> RequiresValidation(const std::string& name);
+
+  /// Runs validation on a version; an error refuses the promotion (and is returned as is).
+  using PromotionGate = std::function<Status(const VersionRecord&)>;
+
   /// Makes `ref` the production version, archiving the previous one. With `expect_current`,
   /// only if production is that version now (0: none) - a compare-and-swap: of two racing
-  /// promotions with the same expectation exactly one wins (the other: AlreadyExists).
-  Result<VersionRecord> Promote(const Ref& ref, std::optional<int64_t> expect_current);
+  /// promotions with the same expectation exactly one wins (the other: AlreadyExists). When the
+  /// model requires validation, `gate` runs on the version first (outside the write lock:
+  /// versions are immutable) and a failure refuses the promotion; with no gate such a model
+  /// cannot be promoted (InvalidArgument).
+  Result<VersionRecord> Promote(const Ref& ref, std::optional<int64_t> expect_current,
+                                const PromotionGate& gate = nullptr);
   /// Puts production back on the version that held it before the current one.
   Result<VersionRecord> Rollback(const std::string& name);
   /// Moves a staged version to archived (a production version is archived by promoting

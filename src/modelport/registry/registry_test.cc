@@ -509,12 +509,107 @@ TEST_P(RegistryTest, ANewerSchemaIsRefusedAndInitIsIdempotent) {
   auto newer = Registry::Open(root(), db_);
   EXPECT_EQ(newer.status().code(), StatusCode::kUnsupported) << newer.status().ToString();
   EXPECT_EQ(Registry::Init(root(), db_).status().code(), StatusCode::kUnsupported);
-  set_version("1");
+  set_version("2");
   ASSERT_TRUE(Registry::Init(root(), db_).ok());  // init again: nothing to migrate, data kept
   auto reopened = Reopen();
   ASSERT_TRUE(reopened);
   auto v = reopened->Resolve(*ParseRef("m@1"));
   EXPECT_TRUE(v.ok()) << v.status().ToString();
+}
+
+TEST_P(RegistryTest, ASchemaOneRegistryMigratesToTwo) {
+  MustPush("m", MakeModel({1}));
+  {
+    auto db = GetParam() == "postgresql" ? OpenPostgres(db_) : OpenSqlite(root() + "/registry.db");
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    // Back to what schema 1 had: no promotion policy column.
+    ASSERT_TRUE((*db)->ExecScript("ALTER TABLE models DROP COLUMN require_validation").ok());
+    ASSERT_TRUE((*db)
+                    ->Query("UPDATE registry_meta SET value = '1' WHERE key = "
+                            "'schema_version'")
+                    .ok());
+  }
+  reg_.reset();
+  auto old = Registry::Open(root(), db_);
+  EXPECT_EQ(old.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(old.status().message().find("run `modelport registry init` to migrate it"),
+            std::string::npos)
+      << old.status().ToString();
+  auto migrated = Registry::Init(root(), db_);
+  ASSERT_TRUE(migrated.ok()) << migrated.status().ToString();
+  reg_ = std::move(*migrated);
+  EXPECT_EQ(reg().RequiresValidation("m").value_or(true), false);
+  EXPECT_EQ(MustResolve("m@1").version, 1);
+}
+
+TEST_P(RegistryTest, SamplesTravelWithTheVersion) {
+  const std::string inputs = dir_.File("inputs.npz"), expected = dir_.File("outputs.npz");
+  testing::WriteBytes(inputs, {1, 2, 3});
+  testing::WriteBytes(expected, {4, 5});
+  PushOptions o;
+  VersionSamples s;
+  s.inputs = inputs;
+  s.expected = expected;
+  s.atol = 1e-3;
+  s.rtol = 0;
+  s.per_output["logits"] = {0.5, 0.25};
+  o.samples = s;
+  const VersionRecord v = MustPush("m", MakeModel({1}), o);
+  auto got = reg().SamplesOf(v);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->inputs, "inputs.npz");
+  EXPECT_EQ((*got)->expected, "outputs.npz");
+  EXPECT_EQ((*got)->atol, 1e-3);
+  EXPECT_EQ((*got)->rtol, 0);
+  EXPECT_EQ((*got)->per_output.at("logits"), std::make_pair(0.5, 0.25));
+  // The samples are assets of the version: exported, verified, reachable for gc.
+  auto assets = reg().Assets(v);
+  ASSERT_TRUE(assets.ok());
+  ASSERT_EQ(assets->size(), 2u);
+  EXPECT_TRUE(reg().ExportAsset((*assets)[0].second, dir_.File("back.npz")).ok());
+  EXPECT_EQ(testing::ReadBytes(dir_.File("back.npz")), std::vector<uint8_t>({1, 2, 3}));
+  auto gc = reg().Gc(0, false);
+  ASSERT_TRUE(gc.ok());
+  EXPECT_TRUE(reg().Verify(v).ok());
+  // A version pushed without samples has none.
+  auto none = reg().SamplesOf(MustPush("m", MakeModel({2})));
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_P(RegistryTest, PromotionGateRunsWhenThePolicyRequiresIt) {
+  for (uint32_t s : {1u, 2u, 3u}) MustPush("m", MakeModel({s}));
+  EXPECT_EQ(reg().RequiresValidation("m").value_or(true), false);
+  EXPECT_EQ(reg().SetRequireValidation("nope", true).code(), StatusCode::kNotFound);
+  int gate_calls = 0;
+  auto gate = [&](const VersionRecord& v) -> Status {
+    ++gate_calls;
+    return v.version == 2 ? InvalidArgument("m@2 failed validation") : Status::Ok();
+  };
+  // Without the policy the gate is not consulted.
+  ASSERT_TRUE(reg().Promote(*ParseRef("m@2"), std::nullopt, gate).ok());
+  EXPECT_EQ(gate_calls, 0);
+  ASSERT_TRUE(reg().SetRequireValidation("m", true).ok());
+  EXPECT_EQ(reg().RequiresValidation("m").value_or(false), true);
+  // No gate: refused. A failing gate: refused, production unchanged.
+  EXPECT_EQ(reg().Promote(*ParseRef("m@1"), std::nullopt).status().code(),
+            StatusCode::kInvalidArgument);
+  ASSERT_TRUE(reg().Promote(*ParseRef("m@1"), std::nullopt, gate).ok());
+  EXPECT_EQ(gate_calls, 1);
+  auto refused = reg().Promote(*ParseRef("m@2"), std::nullopt, gate);
+  EXPECT_EQ(refused.status().message(), "m@2 failed validation");
+  EXPECT_EQ(MustResolve("m@production").version, 1);
+  // The version validated is the one promoted, even through a moving reference.
+  auto latest = reg().Promote(*ParseRef("m@latest"), std::nullopt, gate);
+  ASSERT_TRUE(latest.ok()) << latest.status().ToString();
+  EXPECT_EQ(latest->version, 3);
+  EXPECT_EQ(gate_calls, 3);
+  auto log = reg().Log("m", 0);
+  ASSERT_TRUE(log.ok());
+  bool saw_policy = false;
+  for (const Event& e : *log) saw_policy |= e.action == "policy";
+  EXPECT_TRUE(saw_policy);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, RegistryTest, ::testing::Values("sqlite", "postgresql"),
