@@ -15,8 +15,12 @@ using Outputs = Result<std::vector<Tensor>>;
 
 std::string Dims(const std::vector<int64_t>& v) {
   std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
-  return s + "]";
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i > 0) s += ',';
+    s += std::to_string(v[i]);
+  }
+  s += ']';
+  return s;
 }
 
 // `x`'s bytes under a new shape of the same element count.
@@ -409,6 +413,7 @@ Outputs Constant(const OpContext& ctx) {
   const std::string& name = attrs.Get(0).name();
   if (name == "value") {
     MP_ASSIGN_OR_RETURN(std::optional<Tensor> t, ctx.TensorAttr("value"));
+    if (!t) return ctx.Invalid("Constant's value attribute holds no tensor");
     return std::vector<Tensor>{std::move(*t)};
   }
   if (name == "value_float") {
