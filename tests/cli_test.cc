@@ -117,6 +117,8 @@ TEST(CliTest, HelpListsSubcommandsAndExitCodes) {
   auto v = RunCli("--version");
   EXPECT_EQ(v.exit_code, 0);
   EXPECT_EQ(v.out.rfind("modelport ", 0), 0u) << v.out;
+  EXPECT_NE(v.out.find("\nONNX inference: built-in reference evaluator\n"), std::string::npos)
+      << v.out;
 }
 
 TEST(CliTest, UsageErrorsExit2WithOneLine) {

@@ -75,6 +75,9 @@ TEST_P(ValidateOracle, TheOnnxExportReproducesTorch) {
 
 TEST_P(ValidateOracle, TheTorchScriptReproducesTorch) {
   if (!validate::TorchScriptAvailable()) GTEST_SKIP() << "built without libtorch";
+  const CommandResult version = RunCli("--version");
+  EXPECT_NE(version.out.find("TorchScript inference: libtorch plugin /"), std::string::npos)
+      << version.out;
   const std::string pt = File(GetParam() + ".pt");
   CommandResult r = RunCli("validate '" + pt + "' --allow-torchscript" + Samples(Expected()));
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "modelport/cli/cli_util.h"
+#include "modelport/validate/torchscript.h"
 
 // MODELPORT_VERSION comes from CMake (the project version).
 
@@ -20,7 +21,15 @@ int Main(int argc, char** argv) {
       "modelport: inspect, convert, verify, validate, diff, hash and scan ML model files "
       "without executing anything they contain (unless asked: --allow-torchscript).",
       "modelport");
-  app.set_version_flag("--version", "modelport " MODELPORT_VERSION);
+  // The optional backends, found without loading them.
+  const std::string torchscript = mp::validate::TorchScriptPluginPath();
+  app.set_version_flag("--version",
+                       std::string("modelport " MODELPORT_VERSION) +
+                           "\nONNX inference: built-in reference evaluator\n" +
+                           "TorchScript inference: " +
+                           (torchscript.empty() ? "not available (built without libtorch, or its "
+                                                  "plugin is missing)"
+                                                : "libtorch plugin " + torchscript));
   app.footer(std::string(ExitCodeHelp()));
   app.require_subcommand(1);
   app.fallthrough(false);

@@ -46,8 +46,8 @@ Plugin Open() {
     p.error = "modelport was built without libtorch (install libtorch-dev and rebuild)";
     return p;
   }
-  std::string path = BesideExecutable();
-  if (path.empty() || access(path.c_str(), F_OK) != 0) path = built;
+  std::string path = TorchScriptPluginPath();
+  if (path.empty()) path = built;  // dlopen's error then says what is missing
   // Never closed: libtorch does not support being unloaded.
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (handle == nullptr) {
@@ -69,6 +69,15 @@ const Plugin& GetPlugin() {
 }
 
 }  // namespace
+
+std::string TorchScriptPluginPath() {
+  const std::string built = MODELPORT_TORCHSCRIPT_PLUGIN;
+  if (built.empty()) return "";
+  for (const std::string& path : {BesideExecutable(), built}) {
+    if (!path.empty() && access(path.c_str(), F_OK) == 0) return path;
+  }
+  return "";
+}
 
 bool TorchScriptAvailable() { return GetPlugin().error.empty(); }
 

@@ -18,6 +18,10 @@
 
 namespace mp::validate {
 
+/// Where the libtorch plugin would be loaded from (without loading it): the path, or "" when
+/// modelport was built without libtorch or the plugin file is missing.
+std::string TorchScriptPluginPath();
+
 /// True when the libtorch plugin loads (modelport was built with libtorch and the plugin is
 /// beside the executable or where the build put it).
 bool TorchScriptAvailable();
