@@ -750,8 +750,10 @@ Result<std::vector<Check>> CompareModels(const ModelSource& model, const ModelSo
   Check summary =
       MakeCheck("fidelity", "vs " + against_name, ok ? Outcome::kPass : Outcome::kFail,
                 std::to_string(results.size() - failed) + " of " + std::to_string(results.size()) +
-                    " tensors within " + (rule_text.empty() ? std::string("exact") : rule_text) +
-                    (worst.empty() ? "; all bit-equal" : "; worst: " + worst));
+                    " tensors pass: " + (rule_text.empty() ? std::string("exact") : rule_text) +
+                    (!worst.empty() ? "; worst: " + worst
+                     : failed == 0  ? std::string("; all values equal")
+                                    : std::string()));
   Json worst_json = Json::array();
   for (size_t k = 0; k < order.size() && k < 3; ++k) {
     worst_json.push_back({{"name", order[k]->name},
