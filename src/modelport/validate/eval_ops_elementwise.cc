@@ -341,7 +341,7 @@ Outputs Where(const OpContext& ctx) {
   ForEachBroadcast<3>(shape, strides, [&](int64_t i, const std::array<int64_t, 3>& off) {
     const uint8_t* src = c->data<uint8_t>()[off[0]] != 0 ? x->bytes.data() + off[1] * size
                                                          : y->bytes.data() + off[2] * size;
-    std::memcpy(out.bytes.data() + i * size, src, size);
+    CopyBytes(out.bytes.data() + i * size, src, size);
   });
   return std::vector<Tensor>{std::move(out)};
 }
@@ -356,7 +356,7 @@ bool IsIntegerOrBool(DType d) {
 template <typename V>
 void Store(Tensor& out, int64_t i, V v) {
   uint8_t* dst = out.bytes.data() + i * ElementSize(out.dtype);
-  auto put = [dst](auto value) { std::memcpy(dst, &value, sizeof(value)); };
+  auto put = [dst](auto value) { CopyBytes(dst, &value, sizeof(value)); };
   auto as_int = [](V x) -> int64_t {
     if constexpr (std::is_floating_point_v<V>) {
       if (!std::isfinite(x) || std::fabs(x) >= 9.2e18) return std::numeric_limits<int64_t>::min();
@@ -381,7 +381,7 @@ void Store(Tensor& out, int64_t i, V v) {
       return put(static_cast<uint64_t>(as_int(v)));
     default: {  // narrower integers: the low bytes of the int64 (two's complement wrap)
       int64_t w = as_int(v);
-      std::memcpy(dst, &w, ElementSize(out.dtype));
+      CopyBytes(dst, &w, ElementSize(out.dtype));
       return;
     }
   }
@@ -412,7 +412,7 @@ Outputs Cast(const OpContext& ctx) {
   for (int64_t i = 0, n = x->NumElements(); i < n; ++i) {
     if (x->dtype == DType::kU64) {
       uint64_t v;
-      std::memcpy(&v, x->bytes.data() + i * 8, 8);
+      CopyBytes(&v, x->bytes.data() + i * 8, 8);
       if (IsFloat(*to)) {
         Store(out, i, static_cast<double>(v));
       } else {

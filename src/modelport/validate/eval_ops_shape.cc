@@ -68,7 +68,7 @@ Tensor StridedCopy(const Tensor& x, const std::vector<int64_t>& out_shape, int64
   const size_t size = ElementSize(x.dtype);
   std::array<std::vector<int64_t>, 1> s = {strides};
   ForEachBroadcast<1>(out_shape, s, [&](int64_t i, const std::array<int64_t, 1>& off) {
-    std::memcpy(out.bytes.data() + i * size, x.bytes.data() + (base + off[0]) * size, size);
+    CopyBytes(out.bytes.data() + i * size, x.bytes.data() + (base + off[0]) * size, size);
   });
   return out;
 }
@@ -227,7 +227,7 @@ Outputs Concat(const OpContext& ctx) {
     for (size_t i = 0; i < ctx.input_count(); ++i) {
       const Tensor& in = *ctx.input(i).value();
       const int64_t chunk = in.shape[axis] * inner;
-      std::memcpy(dst, in.bytes.data() + o * chunk, chunk);
+      CopyBytes(dst, in.bytes.data() + o * chunk, chunk);
       dst += chunk;
     }
   }
@@ -280,8 +280,8 @@ Outputs Split(const OpContext& ctx) {
     shape[axis] = size;
     Tensor out = Tensor::Zeros(x->dtype, shape);
     for (int64_t o = 0; o < outer; ++o) {
-      std::memcpy(out.bytes.data() + o * size * inner, x->bytes.data() + (o * dim + offset) * inner,
-                  size * inner);
+      CopyBytes(out.bytes.data() + o * size * inner, x->bytes.data() + (o * dim + offset) * inner,
+                size * inner);
     }
     offset += size;
     outs.push_back(std::move(out));
@@ -373,7 +373,7 @@ Outputs Gather(const OpContext& ctx) {
   uint8_t* dst = out.bytes.data();
   for (int64_t o = 0; o < outer; ++o) {
     for (int64_t i : indices) {
-      std::memcpy(dst, x->bytes.data() + (o * dim + i) * inner, inner);
+      CopyBytes(dst, x->bytes.data() + (o * dim + i) * inner, inner);
       dst += inner;
     }
   }
@@ -447,7 +447,7 @@ Outputs ConstantOfShape(const OpContext& ctx) {
   Tensor out = Tensor::Zeros(value->dtype, shape);
   const size_t size = value->bytes.size();
   for (int64_t i = 0, n = out.NumElements(); i < n; ++i) {
-    std::memcpy(out.bytes.data() + i * size, value->bytes.data(), size);
+    CopyBytes(out.bytes.data() + i * size, value->bytes.data(), size);
   }
   return std::vector<Tensor>{std::move(out)};
 }

@@ -81,7 +81,7 @@ template <typename V>
 void PackLow(const V* values, int64_t n, size_t size, uint8_t* dst) {
   for (int64_t i = 0; i < n; ++i) {
     uint64_t v = static_cast<uint64_t>(values[i]);
-    std::memcpy(dst + i * size, &v, size);
+    CopyBytes(dst + i * size, &v, size);
   }
 }
 
@@ -105,7 +105,7 @@ Tensor Tensor::Zeros(DType dtype, std::vector<int64_t> shape) {
 Tensor Tensor::FromF32(std::vector<int64_t> shape, const std::vector<float>& values) {
   Tensor t = Zeros(DType::kF32, std::move(shape));
   if (!values.empty()) {
-    std::memcpy(t.bytes.data(), values.data(), std::min(t.bytes.size(), values.size() * 4));
+    CopyBytes(t.bytes.data(), values.data(), std::min(t.bytes.size(), values.size() * 4));
   }
   return t;
 }
@@ -113,7 +113,7 @@ Tensor Tensor::FromF32(std::vector<int64_t> shape, const std::vector<float>& val
 Tensor Tensor::FromI64(std::vector<int64_t> shape, const std::vector<int64_t>& values) {
   Tensor t = Zeros(DType::kI64, std::move(shape));
   if (!values.empty()) {
-    std::memcpy(t.bytes.data(), values.data(), std::min(t.bytes.size(), values.size() * 8));
+    CopyBytes(t.bytes.data(), values.data(), std::min(t.bytes.size(), values.size() * 8));
   }
   return t;
 }
@@ -199,7 +199,7 @@ Result<TensorView> ToView(const std::string& name, const Tensor& t) {
   std::vector<uint64_t> dims(t.shape.begin(), t.shape.end());
   MP_ASSIGN_OR_RETURN(TensorInfo info, TensorInfo::Make(name, t.dtype, Shape(std::move(dims))));
   MP_ASSIGN_OR_RETURN(std::shared_ptr<Buffer> buffer, Buffer::Allocate(t.bytes.size()));
-  if (!t.bytes.empty()) std::memcpy(buffer->mutable_data(), t.bytes.data(), t.bytes.size());
+  if (!t.bytes.empty()) CopyBytes(buffer->mutable_data(), t.bytes.data(), t.bytes.size());
   return TensorView{std::move(info), std::move(buffer)};
 }
 
@@ -238,16 +238,16 @@ Result<Tensor> FromTensorProto(const ::onnx::TensorProto& proto) {
     case DType::kC64: {
       int64_t count = t.dtype == DType::kC64 ? 2 * n : n;
       if (proto.float_data_size() != count) return mismatch("float_data", proto.float_data_size());
-      std::memcpy(t.bytes.data(), proto.float_data().data(), want);
+      CopyBytes(t.bytes.data(), proto.float_data().data(), want);
       break;
     }
     case DType::kF64:
       if (proto.double_data_size() != n) return mismatch("double_data", proto.double_data_size());
-      std::memcpy(t.bytes.data(), proto.double_data().data(), want);
+      CopyBytes(t.bytes.data(), proto.double_data().data(), want);
       break;
     case DType::kI64:
       if (proto.int64_data_size() != n) return mismatch("int64_data", proto.int64_data_size());
-      std::memcpy(t.bytes.data(), proto.int64_data().data(), want);
+      CopyBytes(t.bytes.data(), proto.int64_data().data(), want);
       break;
     case DType::kU32:
     case DType::kU64:
@@ -300,7 +300,7 @@ int64_t GetAsInt64(const Tensor& t, int64_t i) {
       return t.data<uint8_t>()[i] != 0 ? 1 : 0;
     case DType::kU64: {
       uint64_t v;
-      std::memcpy(&v, t.bytes.data() + i * 8, 8);
+      CopyBytes(&v, t.bytes.data() + i * 8, 8);
       return static_cast<int64_t>(v);
     }
     default:

@@ -65,6 +65,12 @@ class TensorTooLarge : public std::bad_alloc {
 /// from its own limit for the duration of a run.
 uint64_t& MaxTensorBytes();
 
+/// memcpy that accepts n == 0 with null pointers (an empty tensor's data() may be null, and
+/// memcpy from null is undefined even for zero bytes).
+inline void CopyBytes(void* dst, const void* src, size_t n) {
+  if (n != 0) std::memcpy(dst, src, n);
+}
+
 /// "f32[2,3]": the dtype and shape, for messages.
 std::string Describe(const Tensor& t);
 

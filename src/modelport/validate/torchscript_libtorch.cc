@@ -11,6 +11,7 @@
 // every operator's declaration): they make up nearly all of this file's compile time. Beware
 // ATen/Functions.h before import.h: clang 14 in C++20 mode rejects that order (std::vector of
 // an incomplete c10::IValue).
+#include <ATen/Parallel.h>
 #include <ATen/ops/from_blob.h>
 #include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
@@ -297,6 +298,9 @@ Result<std::vector<std::pair<std::string, eval::Tensor>>> Run(
                              (inputs.empty() ? "" : " (" + JoinNames(given) + ")"));
     }
     c10::NoGradGuard no_grad;
+    // One thread: outputs do not depend on the machine's core count, and no thread pool
+    // outlives the run (LeakSanitizer cannot stop threads it may not ptrace).
+    at::set_num_threads(1);
     std::vector<c10::IValue> args;
     for (const auto& [name, tensor] : inputs) {
       Result<at::Tensor> t = ToTorch(name, tensor);
