@@ -127,7 +127,7 @@ template <typename T>
 Tensor Make(DType dtype, std::vector<int64_t> shape, const std::vector<T>& values) {
   Tensor t = Tensor::Zeros(dtype, std::move(shape));
   EXPECT_EQ(t.bytes.size(), values.size() * sizeof(T));
-  std::memcpy(t.bytes.data(), values.data(), t.bytes.size());
+  CopyBytes(t.bytes.data(), values.data(), t.bytes.size());
   return t;
 }
 Tensor F32(std::vector<int64_t> shape, const std::vector<float>& v) {

@@ -24,7 +24,7 @@ using ::mp::testing::WriteBytes;
 
 TensorView F32Tensor(const std::string& name, const std::vector<float>& values) {
   std::vector<uint8_t> bytes(values.size() * 4);
-  std::memcpy(bytes.data(), values.data(), bytes.size());
+  if (!bytes.empty()) std::memcpy(bytes.data(), values.data(), bytes.size());
   return ::mp::testing::BytesTensor(name, DType::kF32, Shape({values.size()}), bytes);
 }
 
