@@ -54,7 +54,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto* onnx =
       source.has_value() ? dynamic_cast<const mp::onnx::OnnxSource*>(source->get()) : nullptr;
   if (onnx != nullptr) {
-    auto evaluator = mp::eval::OnnxEvaluator::Open(ModelPath());
+    auto evaluator = mp::eval::OnnxEvaluator::FromSource(*onnx);
     std::vector<mp::eval::NamedTensor> inputs;
     if (evaluator.has_value() && MakeInputs(onnx->graph_info(), inputs)) {
       (*evaluator)->set_max_tensor_bytes(64 << 20);

@@ -165,8 +165,7 @@ TEST(ValidateCli, AnF16CopyPassesFidelityAndFailsExact) {
   const CommandResult pass =
       RunCli("validate '" + dir.File("f16.safetensors") + "' --against '" + f32 + "'");
   EXPECT_EQ(pass.exit_code, 0) << pass.out << pass.err;
-  EXPECT_NE(pass.out.find("tensors pass: rounded to f16 (0.5 ulp)"), std::string::npos)
-      << pass.out;
+  EXPECT_NE(pass.out.find("tensors pass: rounded to f16 (0.5 ulp)"), std::string::npos) << pass.out;
   const CommandResult exact =
       RunCli("validate '" + dir.File("f16.safetensors") + "' --against '" + f32 + "' --exact");
   EXPECT_EQ(exact.exit_code, 1) << exact.out << exact.err;

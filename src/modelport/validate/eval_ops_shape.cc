@@ -13,16 +13,6 @@ namespace {
 
 using Outputs = Result<std::vector<Tensor>>;
 
-std::string Dims(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (i > 0) s += ',';
-    s += std::to_string(v[i]);
-  }
-  s += ']';
-  return s;
-}
-
 // `x`'s bytes under a new shape of the same element count.
 Tensor WithShape(const Tensor& x, std::vector<int64_t> shape) {
   Tensor out;
@@ -53,7 +43,7 @@ Result<std::vector<int64_t>> NormalizeAxes(const std::vector<int64_t>& axes, int
   for (int64_t a : axes) {
     MP_ASSIGN_OR_RETURN(int64_t n, NormalizeAxis(a, rank, "axis"));
     if (std::find(out.begin(), out.end(), n) != out.end()) {
-      return InvalidArgument("axis " + std::to_string(a) + " is repeated in " + Dims(axes));
+      return InvalidArgument("axis " + std::to_string(a) + " is repeated in " + ShapeString(axes));
     }
     out.push_back(n);
   }
@@ -89,16 +79,16 @@ Outputs Reshape(const OpContext& ctx) {
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] == 0 && allowzero == 0) {
       if (i >= x->shape.size()) {
-        return ctx.Invalid("shape " + Dims(shape) + " copies dimension " + std::to_string(i) +
-                           " that input " + Describe(*x) + " lacks");
+        return ctx.Invalid("shape " + ShapeString(shape) + " copies dimension " +
+                           std::to_string(i) + " that input " + Describe(*x) + " lacks");
       }
       shape[i] = x->shape[i];
     }
     if (shape[i] == -1) {
-      if (infer >= 0) return ctx.Invalid("shape " + Dims(shape) + " has more than one -1");
+      if (infer >= 0) return ctx.Invalid("shape " + ShapeString(shape) + " has more than one -1");
       infer = static_cast<int64_t>(i);
     } else if (shape[i] < 0) {
-      return ctx.Invalid("shape " + Dims(shape) + " has a negative dimension");
+      return ctx.Invalid("shape " + ShapeString(shape) + " has a negative dimension");
     } else {
       known *= shape[i];
     }
@@ -106,13 +96,13 @@ Outputs Reshape(const OpContext& ctx) {
   const int64_t n = x->NumElements();
   if (infer >= 0) {
     if (known == 0 || n % known != 0) {
-      return ctx.Invalid("cannot infer -1 in shape " + Dims(shape) + " for " + Describe(*x));
+      return ctx.Invalid("cannot infer -1 in shape " + ShapeString(shape) + " for " + Describe(*x));
     }
     shape[infer] = n / known;
   }
   MP_ASSIGN_OR_RETURN(int64_t count, CheckedNumElements(shape));
   if (count != n) {
-    return ctx.Invalid("cannot reshape " + Describe(*x) + " to " + Dims(shape));
+    return ctx.Invalid("cannot reshape " + Describe(*x) + " to " + ShapeString(shape));
   }
   return std::vector<Tensor>{WithShape(*x, std::move(shape))};
 }
@@ -124,7 +114,7 @@ Outputs Transpose(const OpContext& ctx) {
   for (int64_t i = 0; i < rank; ++i) reversed[i] = rank - 1 - i;
   MP_ASSIGN_OR_RETURN(std::vector<int64_t> perm, ctx.Ints("perm", reversed));
   if (static_cast<int64_t>(perm.size()) != rank) {
-    return ctx.Invalid("perm " + Dims(perm) + " does not match " + Describe(*x));
+    return ctx.Invalid("perm " + ShapeString(perm) + " does not match " + Describe(*x));
   }
   MP_ASSIGN_OR_RETURN(perm, NormalizeAxes(perm, rank));
   std::vector<int64_t> in_strides = RowMajorStrides(x->shape);
@@ -191,14 +181,6 @@ Outputs Unsqueeze(const OpContext& ctx) {
   return std::vector<Tensor>{WithShape(*x, std::move(shape))};
 }
 
-// Product of v[from, to): Concat, Split and Gather view a tensor as [outer, dim, inner] around
-// their axis and copy whole inner rows.
-int64_t Product(const std::vector<int64_t>& v, size_t from, size_t to) {
-  int64_t p = 1;
-  for (size_t i = from; i < to; ++i) p *= v[i];
-  return p;
-}
-
 Outputs Concat(const OpContext& ctx) {
   if (!ctx.has_attribute("axis")) return ctx.Invalid("Concat needs the 'axis' attribute");
   MP_ASSIGN_OR_RETURN(int64_t axis, ctx.Int("axis", 0));
@@ -253,7 +235,7 @@ Outputs Split(const OpContext& ctx) {
       sum += s;
     }
     if (static_cast<int64_t>(sizes.size()) != parts || negative || sum != dim) {
-      return ctx.Invalid("split " + Dims(sizes) + " does not divide dimension " +
+      return ctx.Invalid("split " + ShapeString(sizes) + " does not divide dimension " +
                          std::to_string(dim) + " of " + Describe(*x) + " into " +
                          std::to_string(parts) + " outputs");
     }
@@ -318,8 +300,9 @@ Outputs Slice(const OpContext& ctx) {
   if (steps.empty()) steps.assign(starts.size(), 1);
   if (ends.size() != starts.size() || axes.size() != starts.size() ||
       steps.size() != starts.size()) {
-    return ctx.Invalid("starts " + Dims(starts) + ", ends " + Dims(ends) + ", axes " + Dims(axes) +
-                       " and steps " + Dims(steps) + " differ in length");
+    return ctx.Invalid("starts " + ShapeString(starts) + ", ends " + ShapeString(ends) + ", axes " +
+                       ShapeString(axes) + " and steps " + ShapeString(steps) +
+                       " differ in length");
   }
   MP_ASSIGN_OR_RETURN(axes, NormalizeAxes(axes, rank));
   std::vector<int64_t> shape = x->shape;

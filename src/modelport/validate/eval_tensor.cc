@@ -15,15 +15,6 @@ static_assert(std::endian::native == std::endian::little, "modelport assumes a l
 
 constexpr int64_t kMaxElements = int64_t{1} << 40;
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) s += ",";
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
-}
-
 }  // namespace
 
 // TensorProto.DataType codes (onnx.proto) and modelport's dtype for each one it has.
@@ -122,6 +113,22 @@ int64_t Tensor::NumElements() const {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
+}
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i > 0) s += ',';
+    s += std::to_string(shape[i]);
+  }
+  s += ']';
+  return s;
+}
+
+int64_t Product(const std::vector<int64_t>& v, size_t begin, size_t end) {
+  int64_t p = 1;
+  for (size_t i = begin; i < end; ++i) p *= v[i];
+  return p;
 }
 
 std::string Describe(const Tensor& t) {

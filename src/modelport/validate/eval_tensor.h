@@ -71,6 +71,13 @@ inline void CopyBytes(void* dst, const void* src, size_t n) {
   if (n != 0) std::memcpy(dst, src, n);
 }
 
+/// "[2,3]": a shape or any integer list, for messages.
+std::string ShapeString(const std::vector<int64_t>& shape);
+
+/// The product of v[begin, end) (1 when empty): a tensor seen as [outer, dim, inner] around an
+/// axis. Callers pass dimensions of a tensor that exists, so the product cannot overflow.
+int64_t Product(const std::vector<int64_t>& v, size_t begin, size_t end);
+
 /// "f32[2,3]": the dtype and shape, for messages.
 std::string Describe(const Tensor& t);
 

@@ -223,14 +223,18 @@ Result<std::unique_ptr<OnnxEvaluator>> OnnxEvaluator::Open(const std::string& pa
     return InvalidArgument(path + ": not an ONNX model (opened as " +
                            std::string(source->format()) + ")");
   }
-  ::onnx::ModelProto model;
-  const std::string& bytes = onnx_source->graph_proto();
-  if (!model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    return Corrupt(path + ": the graph does not parse as an ONNX ModelProto");
-  }
-  Result<std::unique_ptr<OnnxEvaluator>> evaluator = FromProto(model, source.get());
+  Result<std::unique_ptr<OnnxEvaluator>> evaluator = FromSource(*onnx_source);
   if (!evaluator.ok()) return evaluator.status().WithContext(path);
   return evaluator;
+}
+
+Result<std::unique_ptr<OnnxEvaluator>> OnnxEvaluator::FromSource(const onnx::OnnxSource& source) {
+  ::onnx::ModelProto model;
+  const std::string& bytes = source.graph_proto();
+  if (!model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return Corrupt("the graph does not parse as an ONNX ModelProto");
+  }
+  return FromProto(model, &source);
 }
 
 Result<std::unique_ptr<OnnxEvaluator>> OnnxEvaluator::FromProto(const ::onnx::ModelProto& model,

@@ -20,6 +20,9 @@
 namespace onnx {
 class ModelProto;
 }
+namespace mp::onnx {
+class OnnxSource;
+}
 
 namespace mp::eval {
 
@@ -33,6 +36,10 @@ class OnnxEvaluator {
   /// naming every op without a kernel (and non-default domains, subgraphs); InvalidArgument for
   /// a graph that is not a DAG or uses a value nothing produces.
   static Result<std::unique_ptr<OnnxEvaluator>> Open(const std::string& path);
+
+  /// Prepares the graph of a model already opened with modelport's ONNX reader (what Open does
+  /// after opening `path`).
+  static Result<std::unique_ptr<OnnxEvaluator>> FromSource(const onnx::OnnxSource& source);
 
   /// Prepares `model`, taking initializer values from `initializers` by name (tensors the
   /// proto itself carries inline are used when `initializers` lacks them; may be nullptr).

@@ -545,7 +545,7 @@ Check CompareOutput(const std::string& name, const eval::Tensor& actual,
     double err = std::fabs(u - v);
     if (std::isnan(err)) err = kInf;
     const double rel = v != 0 ? err / std::fabs(v) : kInf;
-    if (err > max_abs || worst < 0) worst = err > max_abs || worst < 0 ? i : worst;
+    if (worst < 0 || err > max_abs) worst = i;
     max_abs = std::max(max_abs, err);
     max_rel = std::max(max_rel, std::isnan(rel) ? kInf : rel);
     if (!(err <= tol.atol + tol.rtol * std::fabs(v))) ++mismatched;
@@ -579,10 +579,12 @@ Result<std::vector<Check>> CheckInference(const std::string& path, const ModelSo
   MP_ASSIGN_OR_RETURN(std::vector<NamedTensor> expected, ReadSamples(samples.expected));
   std::vector<NamedTensor> outputs;
   std::string backend;
-  if (dynamic_cast<const onnx::OnnxSource*>(&source) != nullptr) {
+  if (const auto* onnx_source = dynamic_cast<const onnx::OnnxSource*>(&source)) {
     backend = "onnx reference evaluator";
-    MP_ASSIGN_OR_RETURN(std::unique_ptr<eval::OnnxEvaluator> evaluator,
-                        eval::OnnxEvaluator::Open(path));
+    Result<std::unique_ptr<eval::OnnxEvaluator>> prepared =
+        eval::OnnxEvaluator::FromSource(*onnx_source);
+    if (!prepared) return prepared.error().WithContext(path);
+    const std::unique_ptr<eval::OnnxEvaluator>& evaluator = *prepared;
     MP_ASSIGN_OR_RETURN(
         inputs, MatchByName(std::move(inputs), evaluator->input_names(), "input", samples.inputs));
     MP_ASSIGN_OR_RETURN(expected, MatchByName(std::move(expected), evaluator->output_names(),
@@ -827,12 +829,13 @@ Result<Report> ValidateVersion(registry::Registry& registry, const registry::Ver
 
   MP_ASSIGN_OR_RETURN(ScratchDir scratch, ScratchDir::Make());
   std::string onnx_path;
+  std::unique_ptr<ModelSource> exported;  // the stored graph with its weights, as a file
   if (version.format == "onnx") {
     onnx_path = scratch.Join("model.onnx");
     WriteOptions write;
     write.durable = false;
     MP_RETURN_IF_ERROR(registry.ExportOnnx(version, onnx_path, write, /*verify=*/false));
-    MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> exported, OpenModel(onnx_path));
+    MP_ASSIGN_OR_RETURN(exported, OpenModel(onnx_path));
     if (const auto* o = dynamic_cast<const onnx::OnnxSource*>(exported.get())) {
       report.checks.push_back(RunOnnxChecker(onnx_path, *o));
     }
@@ -860,12 +863,11 @@ Result<Report> ValidateVersion(registry::Registry& registry, const registry::Ver
     }
   }
   if (samples) {
-    if (onnx_path.empty()) {
+    if (exported == nullptr) {
       return Unsupported(report.target + " was pushed from " + version.format +
                          ", which holds weights only: inference needs a version pushed from "
                          "ONNX");
     }
-    MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> exported, OpenModel(onnx_path));
     MP_ASSIGN_OR_RETURN(std::vector<Check> inference,
                         CheckInference(onnx_path, *exported, *samples, options));
     Append(report.checks, std::move(inference));
