@@ -2,7 +2,7 @@
 // 1 GiB float32 model and prints one table of medians with ratios to the limits and to the peers.
 // A benchmark, not a test: targets are reported as PASS/MISS and never asserted.
 //
-//   modelport_bench [--dir DIR] [--reps N] [--threads N] [--no-peers] [--keep]
+//   modelport_bench [--dir DIR] [--reps N] [--threads N] [--no-peers] [--keep] [--only quantize]
 //
 // Every file it makes lives in DIR (default /tmp/modelport-bench) and is removed at the end
 // unless --keep is given. docs/PERFORMANCE.md explains each row.
@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "modelport/convert/cast.h"
+#include "modelport/convert/quantize.h"
 #include "modelport/core/buffer.h"
 #include "modelport/core/file.h"
 #include "modelport/core/hash.h"
@@ -380,6 +381,37 @@ double TimeWriteLimit(const std::string& path, const uint8_t* src, uint64_t size
   WriteFile(path, src, size, false);
   const double ms = MsSince(start);
   Remove(path);
+  return ms;
+}
+
+/// Sum of `size` bytes at `p` as uint64 words, 4 independent sums: one thread streaming through
+/// memory that is already faulted in, the per-core read bandwidth limit M.
+uint64_t SumWords(const uint8_t* p, uint64_t size) {
+  const auto* w = reinterpret_cast<const uint64_t*>(p);
+  const uint64_t n = size / 8;
+  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  uint64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += w[i];
+    s1 += w[i + 1];
+    s2 += w[i + 2];
+    s3 += w[i + 3];
+  }
+  for (; i < n; ++i) s0 += w[i];
+  return s0 + s1 + s2 + s3;
+}
+
+/// One run of the limit M over the tensors of `model` (all of them, one thread), in ms.
+double TimeMemoryRead(const Model& model) {
+  static volatile uint64_t sink = 0;
+  const auto start = Clock::now();
+  uint64_t sum = 0;
+  for (size_t i = 0; i < model.tensors().size(); ++i) {
+    const TensorView t = Take(model.Load(i), "memory read");
+    sum += SumWords(t.data->data(), t.data->size());
+  }
+  const double ms = MsSince(start);
+  sink = sink + sum;
   return ms;
 }
 
@@ -757,6 +789,7 @@ struct Options {
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   bool peers = true;
   bool keep = false;
+  std::string only;  ///< "quantize": the memory-read limit and the quantize rows only
 };
 
 struct Peers {
@@ -914,6 +947,65 @@ Limits MeasureLimits(const Options& opt, const std::string& model_path, const st
   return lim;
 }
 
+/// The quantize rows: `mp::Quantize` (with its report) over the 1 GiB f32 model loaded into
+/// memory, `Load()` of every tensor of the view, result discarded; int8 per channel and q8_0, on
+/// 1 thread and on opt.threads. Each is held per core (input bytes / time / threads) to M, the
+/// 1-thread memory read of the same loaded model, which also runs once just before every timed
+/// run (the paired ratio the PASS/MISS uses). The M row goes to `*m_row` (a machine limit), the
+/// others are appended to `rows`.
+void QuantizeRows(const Options& opt, const std::string& model_path, uint64_t raw_bytes, Row* m_row,
+                  std::vector<Row>& rows) {
+  const std::unique_ptr<Model> model =
+      Take(LoadAll(*Take(OpenModel(model_path), "open")), "LoadAll");
+  const Stat mem = Summarize(Time(
+      opt.reps, nullptr, [&] { (void)TimeMemoryRead(*model); }, nullptr));
+  *m_row = {.name = "memory read, 1 thread (sum of the loaded model's words) [M]",
+            .time = mem,
+            .bytes = raw_bytes};
+  const double mem_gbs = static_cast<double>(raw_bytes) / (mem.ms * 1e6);
+  rows.push_back(Section("quantize (the 1 GiB f32 model in memory, Load() of every tensor)"));
+  std::vector<unsigned> thread_counts = {1u};
+  if (opt.threads > 1) thread_counts.push_back(opt.threads);
+  for (const QuantScheme scheme : {QuantScheme::kInt8, QuantScheme::kQ8_0}) {
+    for (const unsigned threads : thread_counts) {
+      QuantizeOptions o;
+      o.scheme = scheme;
+      o.threads = threads;
+      QuantReport report;
+      std::vector<double> m_runs;
+      const std::vector<double> runs = Time(
+          opt.reps, [&] { m_runs.push_back(TimeMemoryRead(*model)); },
+          [&] {
+            report = QuantReport();
+            auto view = Take(Quantize(*model, o, &report), "quantize");
+            for (size_t i = 0; i < view->tensors().size(); ++i) {
+              (void)Take(view->Load(i), "quantize: load");
+            }
+          },
+          nullptr);
+      const Stat t = Summarize(runs);
+      // Per core, against M: time of M over time of this run, times the threads used.
+      const double per_core = static_cast<double>(raw_bytes) / (t.ms * 1e6) / threads;
+      const double paired_time = PairedRatio(runs, m_runs);
+      const double paired = 1 / (paired_time * threads);
+      const ErrorStats err = report.overall();
+      rows.push_back(
+          {.name = std::string("quantize ") +
+                   (scheme == QuantScheme::kInt8 ? "int8 per-channel" : "q8_0") + " (" +
+                   std::to_string(threads) + (threads == 1 ? " thread)" : " threads)"),
+           .time = t,
+           .bytes = raw_bytes,
+           .vs_limit = Fmt("%.2fx M", t.ms / mem.ms) + Fmt(" (paired %.2fx)", paired_time),
+           .vs_peer = std::to_string(report.quantized_count()) + " tensors quantized, " +
+                      Fmt("SNR %.1f dB", err.snr_db()),
+           .target = Fmt("per core: %.2f GB/s", per_core) +
+                     Fmt(" = %.0f%% of 1-thread memory read", 100 * per_core / mem_gbs) +
+                     Fmt(" (paired %.0f%%); target >= 50%%: ", 100 * paired) +
+                     Verdict(paired >= 0.5)});
+    }
+  }
+}
+
 int RunBench(const Options& opt) {
   Check(MakeDirs(opt.dir), "bench folder");
   const std::string model_path = opt.dir + "/model.safetensors";
@@ -948,7 +1040,6 @@ int RunBench(const Options& opt) {
     raw_bytes = Take(src->TotalBytes(), "total bytes");
     for (const auto& t : src->tensors()) largest = std::max(largest, t.byte_size);
   }
-  const std::map<std::string, std::string> expected = ExpectedDigests(specs);
 
   // Warm the page cache: every read below comes from memory, not from the disk.
   Cat(model_path);
@@ -959,8 +1050,39 @@ int RunBench(const Options& opt) {
               specs.size(), raw_bytes, file_bytes, largest);
   std::fflush(stdout);
 
+  const std::string m_legend =
+      "M = one thread summing the 64-bit words of the model loaded into memory (LoadAll, "
+      "pre-faulted): the per-core memory-read bandwidth the quantize rows are held to, per "
+      "core; their (paired Nx) and PASS/MISS use a run of M made just before each run.";
+  auto finish = [&](const std::vector<Row>& rows, const std::string& legend) {
+    std::printf("\nload average at end: %s\n", LoadAvg().c_str());
+    std::printf("%s\n", legend.c_str());
+    PrintTable(rows);
+    Remove(scratch);
+    if (!opt.keep) {
+      for (const char* f : {"model.safetensors", "model.pt", "model.npy"}) {
+        Remove(opt.dir + "/" + f);
+      }
+      std::error_code ec;
+      fs::remove(opt.dir, ec);  // only if now empty
+    } else {
+      std::printf("\nkept the generated inputs in %s (remove them with rm -r)\n", opt.dir.c_str());
+    }
+  };
+
   std::vector<Row> rows;
+  if (opt.only == "quantize") {
+    rows.push_back(Section("machine limits"));
+    Row m_row;
+    QuantizeRows(opt, model_path, raw_bytes, &m_row, rows);
+    rows.insert(rows.begin() + 1, std::move(m_row));
+    finish(rows, m_legend);
+    return 0;
+  }
+
+  const std::map<std::string, std::string> expected = ExpectedDigests(specs);
   const Limits lim = MeasureLimits(opt, model_path, scratch, file_bytes, rows);
+  const size_t limits_end = rows.size();
 
   // The peers run between the limits and modelport, while this process holds little memory.
   const Peers peers = RunPeers(opt, model_path);
@@ -1411,25 +1533,25 @@ int RunBench(const Options& opt) {
     fs::remove_all(root);
   }
 
-  std::printf("\nload average at end: %s\n", LoadAvg().c_str());
-  std::printf(
+  // Quantize: the M limit joins the machine limits, the quantize rows come last.
+  {
+    Cat(model_path);
+    Row m_row;
+    QuantizeRows(opt, model_path, raw_bytes, &m_row, rows);
+    rows.insert(rows.begin() + static_cast<std::ptrdiff_t>(limits_end), std::move(m_row));
+  }
+
+  char legend[1024];
+  std::snprintf(
+      legend, sizeof(legend),
       "L = read() of the model file (page cache) into a fresh 2 MiB-aligned MADV_HUGEPAGE "
       "buffer, not pre-faulted (THP gave %" PRId64
       " MiB of huge pages in this process); W = write() to the page cache without fsync; "
       "WS = write() + fsync; WS(out) = WS scaled to the output size; H = SHA-256 on %u "
       "threads. (paired Nx): median over the runs of (this run / a run of the limit made just "
-      "before it); the PASS/MISS of load and save use it.\n",
+      "before it); the PASS/MISS of load and save use it. ",
       lim.huge_kib / 1024, opt.threads);
-  PrintTable(rows);
-
-  Remove(scratch);
-  if (!opt.keep) {
-    for (const char* f : {"model.safetensors", "model.pt", "model.npy"}) Remove(opt.dir + "/" + f);
-    std::error_code ec;
-    fs::remove(opt.dir, ec);  // only if now empty
-  } else {
-    std::printf("\nkept the generated inputs in %s (remove them with rm -r)\n", opt.dir.c_str());
-  }
+  finish(rows, legend + m_legend);
   return digests_ok ? 0 : 1;
 }
 
@@ -1455,15 +1577,20 @@ int Main(int argc, char** argv) {
       opt.peers = false;
     } else if (a == "--keep") {
       opt.keep = true;
+    } else if (a == "--only") {
+      opt.only = value();
+      if (opt.only != "quantize") Die("--only takes 'quantize', not '" + opt.only + "'");
     } else if (a == "--help" || a == "-h") {
       std::printf(
           "usage: modelport_bench [--dir DIR] [--reps N] [--threads N] [--no-peers] [--keep]\n"
+          "                       [--only quantize]\n"
           "  --dir DIR    scratch folder for the generated model and outputs "
           "(default /tmp/modelport-bench; needs ~4 GiB)\n"
           "  --reps N     repetitions per measurement, median reported (default 5)\n"
-          "  --threads N  threads for the digest measurements (default: all CPUs)\n"
+          "  --threads N  threads for the digest and quantize measurements (default: all CPUs)\n"
           "  --no-peers   skip torch/numpy/onnx (bench/peers.py)\n"
-          "  --keep       keep the generated inputs for the next run\n");
+          "  --keep       keep the generated inputs for the next run\n"
+          "  --only quantize  only the memory-read limit M and the quantize rows\n");
       return 0;
     } else {
       Die("unknown argument '" + a + "' (see --help)");

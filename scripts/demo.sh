@@ -81,6 +81,16 @@ if [[ $rc -ne 1 ]]; then
   exit 1
 fi
 
+# Quantization: int8 per channel (compressed-tensors layout) and ggml q4_0 in GGUF, each with
+# the error it introduced per tensor; validate judges both against the float original; the
+# MLP as an int8 QDQ ONNX model still reproduces torch's output within 1e-2.
+run "$MP" quantize "$MODEL" "$OUT/tiny-gpt2-int8.safetensors" --scheme int8 --force
+run "$MP" validate "$OUT/tiny-gpt2-int8.safetensors" --against "$MODEL"
+run "$MP" quantize "$MODEL" "$OUT/tiny-gpt2-q4_0.gguf" --scheme q4_0 --force
+run "$MP" dequantize "$OUT/tiny-gpt2-q4_0.gguf" "$OUT/tiny-gpt2-q4_0-back.safetensors" --force
+run "$MP" quantize "$ONNX" "$OUT/mlp-int8.onnx" --scheme int8 --min-size 64 --force
+run "$MP" validate "$OUT/mlp-int8.onnx" --samples tests/data/mlp-onnx/x.npy --expected tests/data/mlp-onnx/y.npy --atol 1e-2
+
 # A damaged file is refused with one line on stderr and exit code 4 (input rejected).
 announce head -c 100000 "$MODEL" ">$OUT/truncated.safetensors"
 head -c 100000 "$MODEL" >"$OUT/truncated.safetensors"

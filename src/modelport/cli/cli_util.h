@@ -79,6 +79,9 @@ Command AddScanCommand(CLI::App& app);
 Command AddOnnxCommand(CLI::App& app);
 Command AddRegistryCommand(CLI::App& app);
 Command AddValidateCommand(CLI::App& app);
+/// quantize and dequantize record their command line (registry lineage with --push).
+Command AddQuantizeCommand(CLI::App& app, int argc, char** argv);
+Command AddDequantizeCommand(CLI::App& app, int argc, char** argv);
 
 /// The registry at `root` (empty: $MODELPORT_REGISTRY, else ~/.modelport/registry) with its
 /// database at `db` (empty: $MODELPORT_DB, else SQLite in the folder).

@@ -18,7 +18,7 @@ namespace {
 int Main(int argc, char** argv) {
   using namespace mp::cli;
   CLI::App app(
-      "modelport: inspect, convert, verify, validate, diff, hash and scan ML model files "
+      "modelport: inspect, convert, quantize, verify, validate, diff, hash and scan ML model files "
       "without executing anything they contain (unless asked: --allow-torchscript).",
       "modelport");
   // The optional backends, found without loading them.
@@ -34,10 +34,17 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough(false);
 
-  const std::vector<Command> commands = {
-      AddInspectCommand(app), AddConvertCommand(app),  AddVerifyCommand(app),
-      AddDiffCommand(app),    AddHashCommand(app),     AddScanCommand(app),
-      AddOnnxCommand(app),    AddRegistryCommand(app), AddValidateCommand(app)};
+  const std::vector<Command> commands = {AddInspectCommand(app),
+                                         AddConvertCommand(app),
+                                         AddVerifyCommand(app),
+                                         AddDiffCommand(app),
+                                         AddHashCommand(app),
+                                         AddScanCommand(app),
+                                         AddOnnxCommand(app),
+                                         AddRegistryCommand(app),
+                                         AddValidateCommand(app),
+                                         AddQuantizeCommand(app, argc, argv),
+                                         AddDequantizeCommand(app, argc, argv)};
   // A subcommand's own footer (scan's verdicts and exit codes) comes before the shared table.
   for (const Command& c : commands) {
     const std::string own = c.app->get_footer();

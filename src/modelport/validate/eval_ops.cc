@@ -79,6 +79,7 @@ const KernelTable& Kernels() {
     AddElementwiseKernels(*t);
     AddShapeKernels(*t);
     AddNnKernels(*t);
+    AddQuantKernels(*t);
     return t;
   }();
   return *table;

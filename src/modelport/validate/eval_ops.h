@@ -89,6 +89,8 @@ void AddShapeKernels(KernelTable& table);
 /// eval_ops_nn.cc: MatMul Gemm Conv ConvTranspose MaxPool AveragePool GlobalAveragePool Pad
 ///   BatchNormalization LayerNormalization Softmax LogSoftmax ReduceMean ReduceSum
 void AddNnKernels(KernelTable& table);
+/// eval_ops_quant.cc: DequantizeLinear
+void AddQuantKernels(KernelTable& table);
 
 /// The table with every kernel above (built once).
 const KernelTable& Kernels();

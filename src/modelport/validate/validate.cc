@@ -17,6 +17,7 @@
 #include <string_view>
 
 #include "modelport/convert/cast.h"
+#include "modelport/convert/quantize.h"
 #include "modelport/core/file.h"
 #include "modelport/core/hash.h"
 #include "modelport/core/parallel.h"
@@ -357,6 +358,8 @@ double DefaultMinSnr(DType d) {
       return 16;
     case DType::kQ3_K:
       return 10;
+    case DType::kI8:  // int8 NAME + NAME_scale, per channel or per tensor
+      return 30;
     default:
       return 4;
   }
@@ -382,9 +385,21 @@ Status CompareTensor(const ModelSource& model, size_t i, const ModelSource& agai
     r.why = "shape " + a.shape.ToString() + " vs " + b.shape.ToString();
     return Status::Ok();
   }
-  MP_ASSIGN_OR_RETURN(TensorView va, model.Load(i));
+  // An int8 tensor with its NAME_scale against a float reference is compared dequantized.
+  std::optional<size_t> scale_index;
+  std::optional<ChannelLayout> int8_layout;
+  if (a.dtype == DType::kI8 && IsFloat(b.dtype) && !options.exact) {
+    scale_index = model.Find(a.name + std::string(kScaleSuffix));
+    if (scale_index) int8_layout = Int8PairLayout(a, model.tensors()[*scale_index]);
+  }
+  TensorView va;
+  if (int8_layout) {
+    MP_ASSIGN_OR_RETURN(va, DequantizeInt8Pair(model, i, *scale_index, *int8_layout));
+  } else {
+    MP_ASSIGN_OR_RETURN(va, model.Load(i));
+  }
   MP_ASSIGN_OR_RETURN(TensorView vb, against.Load(j));
-  if (a.dtype == b.dtype || options.exact) {
+  if (!int8_layout && (a.dtype == b.dtype || options.exact)) {
     r.rule = "exact";
     if (a.dtype != b.dtype) {
       r.ok = false;
@@ -418,11 +433,11 @@ Status CompareTensor(const ModelSource& model, size_t i, const ModelSource& agai
     r.why = "dtype " + std::string(DTypeName(a.dtype)) + " vs " + std::string(DTypeName(b.dtype));
     return Status::Ok();
   }
-  const bool quantized = IsQuantized(a.dtype) || IsQuantized(b.dtype);
+  const bool quantized = IsQuantized(a.dtype) || IsQuantized(b.dtype) || int8_layout;
   // The model's floats were rounded from the reference's: allowed the rounding error.
   const bool narrowed = IsFloat(a.dtype) && IsFloat(b.dtype) &&
                         FormatOf(a.dtype).mantissa < FormatOf(b.dtype).mantissa;
-  const DType qtype = IsQuantized(a.dtype) ? a.dtype : b.dtype;
+  const DType qtype = IsQuantized(a.dtype) || int8_layout ? a.dtype : b.dtype;
   const double min_snr = DefaultMinSnr(qtype);
   if (quantized) {
     r.rule = std::string(DTypeName(qtype)) + " (SNR >= " + Num(min_snr) + " dB)";
@@ -684,16 +699,29 @@ Json Report::ToJson() const {
   return doc;
 }
 
+// True when tensor i of `model` is the scale of an int8 tensor (NAME_scale of an i8 NAME that
+// `against` holds in float): compared as part of NAME, not a tensor of its own.
+bool IsInt8Scale(const ModelSource& model, size_t i, const ModelSource& against) {
+  const std::string& name = model.tensors()[i].name;
+  if (!name.ends_with(kScaleSuffix)) return false;
+  const std::string base = name.substr(0, name.size() - kScaleSuffix.size());
+  const auto q = model.Find(base);
+  const auto ref = against.Find(base);
+  return q && ref && IsFloat(against.tensors()[*ref].dtype) &&
+         Int8PairLayout(model.tensors()[*q], model.tensors()[i]).has_value();
+}
+
 Result<std::vector<Check>> CompareModels(const ModelSource& model, const ModelSource& against,
                                          const std::string& against_name, const Options& options) {
   std::vector<Check> out;
   std::vector<std::string> only_model, only_against;
   std::vector<std::pair<size_t, size_t>> pairs;
   for (size_t i = 0; i < model.tensors().size(); ++i) {
-    if (auto j = against.Find(model.tensors()[i].name)) {
+    const std::string& name = model.tensors()[i].name;
+    if (auto j = against.Find(name)) {
       pairs.emplace_back(i, *j);
-    } else {
-      only_model.push_back(model.tensors()[i].name);
+    } else if (!IsInt8Scale(model, i, against)) {
+      only_model.push_back(name);
     }
   }
   for (const TensorInfo& t : against.tensors()) {

@@ -1041,7 +1041,7 @@ Status WriteFile(const ModelSource& source, PlannedFile& plan, uint64_t alignmen
   for (const PlannedTensor& t : plan.tensors) {
     const TensorInfo& info = infos[t.index];
     Result<TensorView> view = source.Load(t.index);
-    if (!view) return view.status().WithContext("tensor " + Quote(info.name));
+    if (!view) return view.status();  // sources name the tensor, as the other writers expect
     if (view->data == nullptr || view->data->size() != info.byte_size) {
       return Internal("tensor " + Quote(info.name) + ": loaded " +
                       std::to_string(view->data ? view->data->size() : 0) + " bytes, expected " +

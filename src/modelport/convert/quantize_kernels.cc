@@ -1,0 +1,601 @@
+// The element-level half of quantize.h: scheme names, ggml's reference block quantizers, the
+// int8 symmetric kernels and the error statistics.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "modelport/convert/cast.h"
+#include "modelport/convert/quantize.h"
+
+namespace mp {
+namespace {
+
+struct SchemeRow {
+  QuantScheme scheme;
+  std::string_view name;
+  DType dtype;
+};
+
+constexpr SchemeRow kSchemes[] = {
+    {QuantScheme::kF16, "f16", DType::kF16},
+    {QuantScheme::kBF16, "bf16", DType::kBF16},
+    {QuantScheme::kF8E4M3, "f8_e4m3", DType::kF8E4M3},
+    {QuantScheme::kF8E5M2, "f8_e5m2", DType::kF8E5M2},
+    {QuantScheme::kInt8, "int8", DType::kI8},
+    {QuantScheme::kQ8_0, "q8_0", DType::kQ8_0},
+    {QuantScheme::kQ4_0, "q4_0", DType::kQ4_0},
+    {QuantScheme::kQ4_1, "q4_1", DType::kQ4_1},
+    {QuantScheme::kQ5_0, "q5_0", DType::kQ5_0},
+    {QuantScheme::kQ5_1, "q5_1", DType::kQ5_1},
+};
+
+constexpr QuantScheme kAllSchemes[] = {
+    QuantScheme::kF16,  QuantScheme::kBF16, QuantScheme::kF8E4M3, QuantScheme::kF8E5M2,
+    QuantScheme::kInt8, QuantScheme::kQ8_0, QuantScheme::kQ4_0,   QuantScheme::kQ4_1,
+    QuantScheme::kQ5_0, QuantScheme::kQ5_1};
+
+constexpr int kBlock = 32;  // elements per block of every type QuantizeBlocks writes
+
+// The hot loops are written with GCC vector types, 8 lanes wide, and compiled twice: for AVX2
+// (picked at load time where the CPU has it) and for baseline x86-64 (SSE2: each 8-lane
+// operation becomes two). The lanes do the same IEEE operations in the same order in both, so
+// the results do not depend on the CPU. No FMA: "avx2" does not enable it, so products and sums
+// are rounded separately as the reference formulas are.
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define MP_HOT_LOOP __attribute__((target_clones("avx2", "default")))
+#else
+#define MP_HOT_LOOP
+#endif
+
+typedef float F8 __attribute__((vector_size(32)));
+typedef int32_t I8x8 __attribute__((vector_size(32)));
+typedef uint32_t U8x8 __attribute__((vector_size(32)));
+typedef double D4 __attribute__((vector_size(32)));
+typedef int8_t C32 __attribute__((vector_size(32)));
+typedef int8_t C8 __attribute__((vector_size(8)));
+
+constexpr int kLanes = 8;
+constexpr int32_t kAbsMask = 0x7FFFFFFF;
+constexpr int32_t kExpMask = 0x7F800000;     // all ones: infinity or NaN
+constexpr uint32_t kBelowHalf = 0x3EFFFFFF;  // 0.5 - 2^-25, the f32 just below 0.5
+
+void PutF16(uint8_t* dst, float value) {
+  const uint16_t bits = F32ToF16(value);
+  dst[0] = static_cast<uint8_t>(bits);
+  dst[1] = static_cast<uint8_t>(bits >> 8);
+}
+
+void PutU32(uint8_t* dst, uint32_t v) {
+  for (int i = 0; i < 4; ++i) dst[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+
+// ggml's reference quantizers, one block each. The float arithmetic is the reference's, step by
+// step (f32 products, truncating conversions), so the bytes match llama.cpp's files.
+
+// Q4_0 and Q5_0: d = (the value of largest magnitude) / -2^(bits-1), q = trunc(x/d + 2^(bits-1)
+// + 0.5) capped at 2^bits - 1.
+template <int kBits>
+void SymmetricBlock(const float* x, uint8_t* y) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < kBlock; ++j) {
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  constexpr float kHalf = static_cast<float>(1 << (kBits - 1));
+  constexpr int kTop = (1 << kBits) - 1;
+  const float d = max / -kHalf;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  PutF16(y, d);
+  uint8_t* qs = y + (kBits == 4 ? 2 : 6);
+  uint32_t qh = 0;
+  for (int j = 0; j < kBlock / 2; ++j) {
+    const float x0 = x[j] * id;
+    const float x1 = x[kBlock / 2 + j] * id;
+    const int xi0 = std::min(kTop, static_cast<int>(x0 + (kHalf + 0.5f)));
+    const int xi1 = std::min(kTop, static_cast<int>(x1 + (kHalf + 0.5f)));
+    qs[j] = static_cast<uint8_t>((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
+    qh |= static_cast<uint32_t>((xi0 & 0x10) >> 4) << j;
+    qh |= static_cast<uint32_t>((xi1 & 0x10) >> 4) << (j + kBlock / 2);
+  }
+  if (kBits == 5) PutU32(y + 2, qh);
+}
+
+// Q4_1 and Q5_1: d = (max - min) / (2^bits - 1), m = min, q = trunc((x - min)/d + 0.5); Q4_1
+// caps q at 15, Q5_1 does not (the reference's asymmetry, kept).
+template <int kBits>
+void AffineBlock(const float* x, uint8_t* y) {
+  float min = FLT_MAX, max = -FLT_MAX;
+  for (int j = 0; j < kBlock; ++j) {
+    if (x[j] < min) min = x[j];
+    if (x[j] > max) max = x[j];
+  }
+  const float d = (max - min) / static_cast<float>((1 << kBits) - 1);
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  PutF16(y, d);
+  PutF16(y + 2, min);
+  uint8_t* qs = y + (kBits == 4 ? 4 : 8);
+  uint32_t qh = 0;
+  for (int j = 0; j < kBlock / 2; ++j) {
+    const float x0 = (x[j] - min) * id;
+    const float x1 = (x[kBlock / 2 + j] - min) * id;
+    int xi0 = static_cast<int>(x0 + 0.5f);
+    int xi1 = static_cast<int>(x1 + 0.5f);
+    if (kBits == 4) {
+      xi0 = std::min(15, xi0);
+      xi1 = std::min(15, xi1);
+    } else {
+      xi0 &= 0xFF;  // the reference's uint8_t conversion
+      xi1 &= 0xFF;
+    }
+    qs[j] = static_cast<uint8_t>((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
+    qh |= static_cast<uint32_t>((xi0 & 0x10) >> 4) << j;
+    qh |= static_cast<uint32_t>((xi1 & 0x10) >> 4) << (j + kBlock / 2);
+  }
+  if (kBits == 5) PutU32(y + 4, qh);
+}
+
+// Q8_0: d = max|x| / 127, q = roundf(x * (1 / d)) (half away from zero). QuantizeBlocks runs
+// Q8Blocks below, the same arithmetic 8 blocks at a time; this one does its last blocks.
+void Q8Block(const float* x, uint8_t* y) {
+  float amax = 0.0f;
+  for (int j = 0; j < kBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  PutF16(y, d);
+  for (int j = 0; j < kBlock; ++j) {
+    y[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(x[j] * id)));
+  }
+}
+
+// Q8Block over `nb` blocks, vectorised, 8 blocks at a time: max |x| of each block (exact in any
+// order), then d = amax / 127, id = 1 / d and the f16 bits of d (F32ToF16's arithmetic, lane by
+// lane) for the 8 blocks together. roundf(v) is trunc(v + copysign(0.5 - 2^-25, v)) in f32: for
+// |v| < 2^23 the sum rounds to at least the next integer exactly when |v|'s fraction is >= 0.5
+// (half away from zero; adding 0.5 itself would push 0.49999997 up to 1). An infinite or NaN v
+// (id infinite: d an f32 subnormal) converts to the same 0x80000000 as the reference's cast.
+// False, with `y` partly written, if a value is not finite.
+MP_HOT_LOOP bool Q8Blocks(const float* x, size_t nb, uint8_t* y) {
+  constexpr size_t kGroup = kLanes;  // blocks per group
+  constexpr size_t kOut = 2 + kBlock;
+  size_t b = 0;
+  for (; b + kGroup <= nb; b += kGroup) {
+    // |x| compared as integers (the bits of non-negative floats order as their values), so an
+    // infinity or NaN comes out as a maximum at or above kExpMask.
+    I8x8 amax_bits;
+    for (size_t k = 0; k < kGroup; ++k) {
+      const float* xb = x + (b + k) * kBlock;
+      I8x8 m = {};
+      for (int i = 0; i < kBlock; i += kLanes) {
+        I8x8 v;
+        __builtin_memcpy(&v, xb + i, sizeof(v));
+        const I8x8 a = v & kAbsMask;
+        m = a > m ? a : m;
+      }
+      I8x8 t = __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3);
+      m = t > m ? t : m;
+      t = __builtin_shufflevector(m, m, 2, 3, 0, 1, 6, 7, 4, 5);
+      m = t > m ? t : m;
+      t = __builtin_shufflevector(m, m, 1, 0, 3, 2, 5, 4, 7, 6);
+      m = t > m ? t : m;
+      amax_bits[k] = m[0];
+    }
+    bool finite = true;
+    for (size_t k = 0; k < kGroup; ++k) finite &= amax_bits[k] < kExpMask;
+    if (!finite) return false;
+    const F8 amax = reinterpret_cast<F8>(amax_bits);
+    const F8 d = amax / 127.0f;
+    const F8 inv = 1.0f / d;
+    const F8 id = d != 0.0f ? inv : F8{};
+    // F32ToF16 (convert/cast.cc), the same integer and float steps on 8 lanes.
+    const U8x8 xbits = reinterpret_cast<U8x8>(d);
+    const U8x8 sign = (xbits >> 16) & 0x8000u;
+    const U8x8 a = xbits & 0x7FFFFFFFu;
+    const U8x8 normal = (a - (112u << 23) + 0xFFFu + ((a >> 13) & 1u)) >> 13;
+    const U8x8 subnormal = reinterpret_cast<U8x8>(reinterpret_cast<F8>(a) + 0.5f) - 0x3F000000u;
+    const U8x8 nan = 0x7E00u | ((a >> 13) & 0x1FFu);
+    const U8x8 is_sub = reinterpret_cast<U8x8>(a < 0x38800000u);
+    const U8x8 is_big = reinterpret_cast<U8x8>(a >= 0x477FF000u);
+    const U8x8 is_nan = reinterpret_cast<U8x8>(a > 0x7F800000u);
+    U8x8 h = (subnormal & is_sub) | (normal & ~is_sub);
+    h = (0x7C00u & is_big) | (h & ~is_big);
+    h = (nan & is_nan) | (h & ~is_nan);
+    h |= sign;
+    for (size_t k = 0; k < kGroup; ++k) {
+      const float* xb = x + (b + k) * kBlock;
+      uint8_t* yb = y + (b + k) * kOut;
+      yb[0] = static_cast<uint8_t>(h[k]);
+      yb[1] = static_cast<uint8_t>(h[k] >> 8);
+      const float idk = id[k];
+      for (int i = 0; i < kBlock; i += kLanes) {
+        F8 v;
+        __builtin_memcpy(&v, xb + i, sizeof(v));
+        const F8 p = v * idk;
+        const F8 half =
+            reinterpret_cast<F8>((reinterpret_cast<U8x8>(p) & 0x80000000u) | kBelowHalf);
+        const C32 bytes = reinterpret_cast<C32>(__builtin_convertvector(p + half, I8x8));
+        const C8 q = __builtin_shufflevector(bytes, bytes, 0, 4, 8, 12, 16, 20, 24, 28);
+        __builtin_memcpy(yb + 2 + i, &q, sizeof(q));
+      }
+    }
+  }
+  for (; b < nb; ++b) {
+    for (int j = 0; j < kBlock; ++j) {
+      if (!std::isfinite(x[b * kBlock + j])) return false;
+    }
+    Q8Block(x + b * kBlock, y + b * kOut);
+  }
+  return true;
+}
+
+// True when every x[0, n) is finite (exponent not all ones).
+MP_HOT_LOOP bool AllFinite(const float* x, uint64_t n) {
+  I8x8 bad = {};
+  uint64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    I8x8 b;
+    __builtin_memcpy(&b, x + i, sizeof(b));
+    bad |= (b & kExpMask) == kExpMask;
+  }
+  bool ok = true;
+  for (int l = 0; l < kLanes; ++l) ok &= bad[l] == 0;
+  for (; i < n; ++i) ok &= std::isfinite(x[i]);
+  return ok;
+}
+
+using BlockFn = void (*)(const float*, uint8_t*);
+
+BlockFn BlockQuantizer(DType dtype) {
+  switch (dtype) {
+    case DType::kQ8_0:
+      return Q8Block;
+    case DType::kQ4_0:
+      return SymmetricBlock<4>;
+    case DType::kQ5_0:
+      return SymmetricBlock<5>;
+    case DType::kQ4_1:
+      return AffineBlock<4>;
+    case DType::kQ5_1:
+      return AffineBlock<5>;
+    default:
+      return nullptr;
+  }
+}
+
+// Index of the first non-finite value of x[0, n), or n.
+uint64_t FirstNonFinite(const float* x, uint64_t n) {
+  for (uint64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) return i;
+  }
+  return n;
+}
+
+std::string NonFiniteError(float v, uint64_t index) {
+  return std::string(std::isnan(v) ? "NaN" : "an infinity") + " at flat index " +
+         std::to_string(index) + ": a quantized format cannot hold it";
+}
+
+}  // namespace
+
+std::string_view SchemeName(QuantScheme scheme) {
+  for (const SchemeRow& row : kSchemes) {
+    if (row.scheme == scheme) return row.name;
+  }
+  return "?";
+}
+
+DType SchemeDType(QuantScheme scheme) {
+  for (const SchemeRow& row : kSchemes) {
+    if (row.scheme == scheme) return row.dtype;
+  }
+  return DType::kF32;
+}
+
+std::span<const QuantScheme> AllSchemes() { return kAllSchemes; }
+
+Result<QuantScheme> ParseQuantScheme(std::string_view name) {
+  std::string lower(name);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::string names;
+  for (const SchemeRow& row : kSchemes) {
+    if (row.name == lower) return row.scheme;
+    names += (names.empty() ? "" : ", ") + std::string(row.name);
+  }
+  return InvalidArgument("unknown quantization scheme '" + std::string(name) + "' (one of " +
+                         names + ")");
+}
+
+Status QuantizeBlocks(DType dtype, std::span<const float> src, uint8_t* out) {
+  const BlockFn fn = BlockQuantizer(dtype);
+  if (fn == nullptr) {
+    return InvalidArgument(std::string(DTypeName(dtype)) + " is not a block type modelport writes");
+  }
+  if (src.size() % kBlock != 0) {
+    return InvalidArgument(std::to_string(src.size()) + " elements are not a whole number of " +
+                           std::to_string(kBlock) + "-element blocks");
+  }
+  // Q8_0 finds a non-finite value in its own pass; the others check first.
+  if (dtype == DType::kQ8_0 ? !Q8Blocks(src.data(), src.size() / kBlock, out)
+                            : !AllFinite(src.data(), src.size())) {
+    const uint64_t bad = FirstNonFinite(src.data(), src.size());
+    return InvalidArgument(NonFiniteError(src[bad], bad));
+  }
+  if (dtype == DType::kQ8_0) return Status::Ok();
+  const uint32_t block_bytes = Traits(dtype).block_bytes;
+  for (size_t b = 0; b < src.size() / kBlock; ++b)
+    fn(src.data() + b * kBlock, out + b * block_bytes);
+  return Status::Ok();
+}
+
+Result<ChannelLayout> LayoutFor(const Shape& shape, int axis, bool per_tensor) {
+  ChannelLayout layout;
+  const int rank = static_cast<int>(shape.rank());
+  if (per_tensor) {
+    MP_ASSIGN_OR_RETURN(layout.inner, shape.NumElements());
+    return layout;
+  }
+  const int a = axis < 0 ? axis + rank : axis;
+  if (a < 0 || a >= rank) {
+    return InvalidArgument("axis " + std::to_string(axis) + " is out of range for shape " +
+                           shape.ToString());
+  }
+  for (int i = 0; i < rank; ++i) {
+    const uint64_t d = shape.dims()[static_cast<size_t>(i)];
+    if (i < a) layout.outer *= d;
+    if (i == a) layout.channels = d;
+    if (i > a) layout.inner *= d;
+  }
+  return layout;
+}
+
+namespace {
+
+// Calls fn(channel, i, j) for each run [i, j) of [begin, end) that lies within one channel.
+template <class Fn>
+void ForEachRun(const ChannelLayout& l, uint64_t begin, uint64_t end, Fn fn) {
+  uint64_t i = begin;
+  while (i < end) {
+    const uint64_t row = i / l.inner;
+    const uint64_t stop = std::min(end, (row + 1) * l.inner);
+    fn(row % l.channels, i, stop);
+    i = stop;
+  }
+}
+
+// max(m, max |x[0, n)|) into *m; false (and *m untouched) if a value is not finite.
+MP_HOT_LOOP bool AbsMaxRun(const float* x, uint64_t n, float* m) {
+  F8 mv = {};
+  I8x8 bad = {};
+  uint64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes) {
+    I8x8 b;
+    __builtin_memcpy(&b, x + k, sizeof(b));
+    const I8x8 a = b & kAbsMask;
+    bad |= a >= kExpMask;  // |x| bits at or above infinity's: infinity or NaN
+    const F8 v = reinterpret_cast<F8>(a);
+    mv = v > mv ? v : mv;
+  }
+  float r = *m;
+  bool finite = true;
+  for (int l = 0; l < kLanes; ++l) {
+    finite &= bad[l] == 0;
+    r = std::max(r, mv[l]);
+  }
+  for (; k < n; ++k) {
+    const float v = std::fabs(x[k]);
+    finite &= v <= FLT_MAX;  // false for NaN and infinities
+    r = std::max(r, v);
+  }
+  if (finite) *m = r;
+  return finite;
+}
+
+// q = clamp(round_half_even(x / s), -127, 127) over x[0, n). Clamping first keeps |v| <= 127,
+// where adding and subtracting 1.5 * 2^23 rounds to the nearest integer, ties to even (as
+// numpy's round and ONNX QuantizeLinear do), in the default rounding mode.
+MP_HOT_LOOP void QuantizeInt8Run(const float* x, uint64_t n, float s, int8_t* q) {
+  constexpr float kMagic = 12582912.0f;
+  uint64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes) {
+    F8 v;
+    __builtin_memcpy(&v, x + k, sizeof(v));
+    v = v / s;
+    v = v < -127.0f ? -127.0f : v;  // std::max(v, -127.0f)
+    v = 127.0f < v ? 127.0f : v;    // std::min(v, 127.0f)
+    const I8x8 t = __builtin_convertvector((v + kMagic) - kMagic, I8x8);
+    // The low byte of each lane is its int8 (|t| <= 127).
+    const C32 bytes = reinterpret_cast<C32>(t);
+    const C8 r = __builtin_shufflevector(bytes, bytes, 0, 4, 8, 12, 16, 20, 24, 28);
+    __builtin_memcpy(q + k, &r, sizeof(r));
+  }
+  for (; k < n; ++k) {
+    const float v = std::min(std::max(x[k] / s, -127.0f), 127.0f);
+    q[k] = static_cast<int8_t>((v + kMagic) - kMagic);
+  }
+}
+
+MP_HOT_LOOP void DequantizeInt8Run(const int8_t* __restrict q, uint64_t n, float s,
+                                   float* __restrict out) {
+  for (uint64_t k = 0; k < n; ++k) out[k] = static_cast<float>(q[k]) * s;
+}
+
+// ErrorStats::Add's sums. The squares and products are summed in f32 within runs of kRun
+// elements, 16 lanes, so each lane sums 8 terms: with terms >= 0 (squares; dot's where out keeps
+// ref's sign, as int8 and q8_0 do) each run's sum is within 9 roundings (9 * 2^-24 < 6e-7
+// relative) of the exact one; the runs are then summed in double. out - ref is exact in f32
+// wherever out and ref are within a factor of 2 (Sterbenz), so max_abs is exact for every
+// quantized value, and otherwise within half an f32 ulp. The tail (fewer than kRun elements) is
+// summed in double, as is every run the f32 sums cannot hold (below).
+MP_HOT_LOOP void AddErrorStats(const float* ref, const float* out, uint64_t n, double* max_abs,
+                               double* sums) {
+  constexpr uint64_t kRun = 128;
+  D4 se0 = {}, se1 = {}, sr0 = {}, sr1 = {}, so0 = {}, so1 = {}, sd0 = {}, sd1 = {};
+  F8 mx = {};
+  I8x8 redo = {};
+  uint64_t i = 0;
+  for (; i + kRun <= n; i += kRun) {
+    F8 e0 = {}, e1 = {}, r0 = {}, r1 = {}, o0 = {}, o1 = {}, d0 = {}, d1 = {};
+    for (uint64_t j = i; j < i + kRun; j += 2 * kLanes) {
+      F8 ra, rb, oa, ob;
+      __builtin_memcpy(&ra, ref + j, sizeof(F8));
+      __builtin_memcpy(&rb, ref + j + kLanes, sizeof(F8));
+      __builtin_memcpy(&oa, out + j, sizeof(F8));
+      __builtin_memcpy(&ob, out + j + kLanes, sizeof(F8));
+      const F8 ea = oa - ra, eb = ob - rb;
+      const F8 aa = reinterpret_cast<F8>(reinterpret_cast<I8x8>(ea) & kAbsMask);
+      const F8 ab = reinterpret_cast<F8>(reinterpret_cast<I8x8>(eb) & kAbsMask);
+      mx = aa > mx ? aa : mx;
+      mx = ab > mx ? ab : mx;
+      e0 += ea * ea;
+      e1 += eb * eb;
+      r0 += ra * ra;
+      r1 += rb * rb;
+      o0 += oa * oa;
+      o1 += ob * ob;
+      d0 += oa * ra;
+      d1 += ob * rb;
+    }
+    // Where a lane's sums overflowed, or its squares sum below 2^-100 (f32 subnormals lose
+    // precision there, and squares of values below 2^-75 vanish), the whole call is summed again
+    // in double. That includes lanes of exact zeros (all-zero rows, exact casts): correct, and
+    // as fast as before this path existed.
+    const F8 ro = (r0 + r1) + (o0 + o1);
+    const F8 ee = e0 + e1;
+    const F8 all = ro + ee + (d0 + d1);  // NaN or infinite if any sum overflowed
+    redo |= ~(all <= FLT_MAX) | (ro < 0x1p-100f) | (ee < 0x1p-100f);
+    // Both halves of each pair of f32 lanes widened, then added in double.
+#define MP_FOLD(acc, a, b)                                                           \
+  acc##0 += __builtin_convertvector(__builtin_shufflevector(a, a, 0, 1, 2, 3), D4) + \
+            __builtin_convertvector(__builtin_shufflevector(b, b, 0, 1, 2, 3), D4);  \
+  acc##1 += __builtin_convertvector(__builtin_shufflevector(a, a, 4, 5, 6, 7), D4) + \
+            __builtin_convertvector(__builtin_shufflevector(b, b, 4, 5, 6, 7), D4)
+    MP_FOLD(se, e0, e1);
+    MP_FOLD(sr, r0, r1);
+    MP_FOLD(so, o0, o1);
+    MP_FOLD(sd, d0, d1);
+#undef MP_FOLD
+  }
+  double m = *max_abs;
+  bool exact = true;
+  for (int l = 0; l < kLanes; ++l) {
+    m = std::max(m, static_cast<double>(mx[l]));
+    exact &= redo[l] == 0;
+  }
+  if (exact) {
+    for (int l = 0; l < kLanes / 2; ++l) {
+      sums[0] += se0[l] + se1[l];
+      sums[1] += sr0[l] + sr1[l];
+      sums[2] += so0[l] + so1[l];
+      sums[3] += sd0[l] + sd1[l];
+    }
+  } else {
+    i = 0;
+  }
+  for (; i < n; ++i) {
+    const double r = ref[i], o = out[i], e = o - r;
+    m = std::max(m, std::fabs(e));
+    sums[0] += e * e;
+    sums[1] += r * r;
+    sums[2] += o * o;
+    sums[3] += o * r;
+  }
+  *max_abs = m;
+}
+
+}  // namespace
+
+uint64_t Int8AbsMaxRange(const float* x, const ChannelLayout& l, uint64_t begin, uint64_t end,
+                         float* amax) {
+  uint64_t bad = end;
+  ForEachRun(l, begin, end, [&](uint64_t c, uint64_t i, uint64_t j) {
+    if (bad != end) return;
+    if (!AbsMaxRun(x + i, j - i, &amax[c])) bad = i + FirstNonFinite(x + i, j - i);
+  });
+  return bad;
+}
+
+void Int8ScalesFromAbsMax(const float* amax, uint64_t channels, float* scales) {
+  for (uint64_t c = 0; c < channels; ++c) scales[c] = amax[c] > 0.0f ? amax[c] / 127.0f : 1.0f;
+}
+
+Status Int8Scales(const float* x, const ChannelLayout& l, float* scales) {
+  std::vector<float> amax(l.channels, 0.0f);
+  const uint64_t n = l.elements();
+  const uint64_t bad = Int8AbsMaxRange(x, l, 0, n, amax.data());
+  if (bad < n) return InvalidArgument(NonFiniteError(x[bad], bad));
+  Int8ScalesFromAbsMax(amax.data(), l.channels, scales);
+  return Status::Ok();
+}
+
+void QuantizeInt8Range(const float* x, const ChannelLayout& l, const float* scales, uint64_t begin,
+                       uint64_t end, int8_t* q) {
+  ForEachRun(l, begin, end, [&](uint64_t c, uint64_t i, uint64_t j) {
+    QuantizeInt8Run(x + i, j - i, scales[c], q + i);
+  });
+}
+
+void DequantizeInt8Range(const int8_t* q, const ChannelLayout& l, const float* scales,
+                         uint64_t begin, uint64_t end, float* out) {
+  ForEachRun(l, begin, end, [&](uint64_t c, uint64_t i, uint64_t j) {
+    DequantizeInt8Run(q + i, j - i, scales[c], out + i);
+  });
+}
+
+void QuantizeInt8(const float* x, const ChannelLayout& l, const float* scales, int8_t* q) {
+  QuantizeInt8Range(x, l, scales, 0, l.elements(), q);
+}
+
+void DequantizeInt8(const int8_t* q, const ChannelLayout& l, const float* scales, float* out) {
+  DequantizeInt8Range(q, l, scales, 0, l.elements(), out);
+}
+
+void ErrorStats::Add(const float* ref, const float* out, uint64_t n) {
+  double sums[4] = {sum_sq_err, sum_sq_ref, sum_sq_out, dot};
+  AddErrorStats(ref, out, n, &max_abs, sums);
+  sum_sq_err = sums[0];
+  sum_sq_ref = sums[1];
+  sum_sq_out = sums[2];
+  dot = sums[3];
+  count += n;
+}
+
+void ErrorStats::Merge(const ErrorStats& other) {
+  count += other.count;
+  max_abs = std::max(max_abs, other.max_abs);
+  sum_sq_err += other.sum_sq_err;
+  sum_sq_ref += other.sum_sq_ref;
+  sum_sq_out += other.sum_sq_out;
+  dot += other.dot;
+}
+
+double ErrorStats::rmse() const {
+  return count == 0 ? 0.0 : std::sqrt(sum_sq_err / static_cast<double>(count));
+}
+
+double ErrorStats::snr_db() const {
+  if (count == 0) return 0.0;
+  if (sum_sq_err == 0) return std::numeric_limits<double>::infinity();
+  return 10.0 * std::log10(sum_sq_ref / sum_sq_err);
+}
+
+double ErrorStats::cosine() const {
+  if (sum_sq_ref == 0 && sum_sq_out == 0) return 1.0;
+  if (sum_sq_ref == 0 || sum_sq_out == 0) return 0.0;
+  return dot / (std::sqrt(sum_sq_ref) * std::sqrt(sum_sq_out));
+}
+
+Json ErrorStats::ToJson() const {
+  Json doc = Json::object();
+  doc["max_abs"] = max_abs;
+  doc["rmse"] = rmse();
+  const double snr = snr_db();
+  doc["snr_db"] = std::isinf(snr) ? Json(nullptr) : Json(snr);
+  doc["cosine"] = cosine();
+  return doc;
+}
+
+}  // namespace mp
