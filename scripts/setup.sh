@@ -14,8 +14,9 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler libonnx-dev  # ONNX: protobuf runtime + the onnx.proto classes
   libsqlite3-dev libpq-dev postgresql  # registry metadata: SQLite, libpq; a server for its tests
   libtorch-dev  # the TorchScript inference backend (libtorch C++ API; validate --allow-torchscript)
+  libleveldb-dev libflatbuffers-dev flatbuffers-compiler libhdf5-dev  # TensorFlow formats (#9)
   # oracle tests and the benchmark's peers (run with /usr/bin/python3)
-  python3 python3-numpy python3-torch python3-onnx libonnx-testdata
+  python3 python3-numpy python3-torch python3-onnx python3-h5py libonnx-testdata
 )
 
 # One dpkg-query for all packages; unknown ones print nothing (and make it exit 1).

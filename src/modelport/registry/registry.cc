@@ -31,6 +31,10 @@ constexpr char kManifestSchema[] = "modelport.manifest.v1";
 constexpr uint64_t kMaxManifestBytes = 256 << 20;
 // The data file a stored ONNX graph names; export renames it after its destination.
 constexpr char kOnnxDataName[] = "model.onnx.data";
+// The database a registry folder was initialised with, when it is not the folder's own SQLite
+// file: later commands in that folder find it without --db.
+constexpr char kDatabaseFile[] = "database.url";
+constexpr uint64_t kMaxDatabaseUrlBytes = 64 * 1024;
 
 // The schema, identical in both dialects but for the event sequence column. TEXT holds JSON.
 // One production version per model is a partial unique index, so the database itself refuses
@@ -509,8 +513,59 @@ struct Registry::Impl {
 Registry::~Registry() = default;
 BlobStore& Registry::blobs() { return *impl_->blobs; }
 
+namespace {
+
+// The database URL remembered in `root`, or "" when the folder uses its own SQLite file.
+Result<std::string> RememberedDatabase(const std::string& root) {
+  const fs::path path = fs::path(root) / kDatabaseFile;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return std::string();
+  MP_ASSIGN_OR_RETURN(auto file, InputFile::Open(path.string(), IoMode::kPread));
+  if (file->size() > kMaxDatabaseUrlBytes) {
+    return Corrupt(path.string() + ": " + std::to_string(file->size()) +
+                   " bytes, not a database address");
+  }
+  std::string url(file->size(), '\0');
+  MP_RETURN_IF_ERROR(file->ReadInto(0, url.size(), reinterpret_cast<uint8_t*>(url.data())));
+  while (!url.empty() && (url.back() == '\n' || url.back() == '\r' || url.back() == ' ')) {
+    url.pop_back();
+  }
+  if (url.empty()) return Corrupt(path.string() + ": empty database address");
+  return url;
+}
+
+// Writes `url` to root/database.url, readable by its owner only (a libpq URL may carry a
+// password; docs/REGISTRY.md recommends ~/.pgpass instead).
+Status RememberDatabase(const std::string& root, const std::string& url) {
+  const std::string path = (fs::path(root) / kDatabaseFile).string();
+  MP_ASSIGN_OR_RETURN(auto file, AtomicFile::Create(path));
+  const std::string text = url + "\n";
+  MP_RETURN_IF_ERROR(file->Write(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  MP_RETURN_IF_ERROR(file->Commit());
+  std::error_code ec;
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write, ec);
+  if (ec) return IoError(path + ": cannot restrict its permissions: " + ec.message());
+  return Status::Ok();
+}
+
+// The database to use: the one given, else the one `root` remembers, else its SQLite file. A
+// given one that differs from the remembered one is refused: blobs and metadata would part.
+Result<std::string> ChooseDatabase(const std::string& root, const std::string& given,
+                                   bool initialising) {
+  MP_ASSIGN_OR_RETURN(const std::string remembered, RememberedDatabase(root));
+  if (given.empty()) return remembered;
+  if (!remembered.empty() && given != remembered && !initialising) {
+    return InvalidArgument(root + " belongs to the database in " + kDatabaseFile + ", not " +
+                           given + " (run `modelport registry init --db URL` there to move it)");
+  }
+  return given;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Registry>> Registry::Init(const std::string& root,
-                                                 const std::string& db_url) {
+                                                 const std::string& given_url) {
+  MP_ASSIGN_OR_RETURN(const std::string db_url, ChooseDatabase(root, given_url, true));
   std::unique_ptr<Registry> r(new Registry());
   r->impl_ = std::make_unique<Impl>();
   r->impl_->root = root;
@@ -537,11 +592,15 @@ Result<std::unique_ptr<Registry>> Registry::Init(const std::string& root,
                            .status());
   }
   MP_RETURN_IF_ERROR(txn.Commit());
+  if (!db_url.empty() && !db_url.starts_with("sqlite:")) {
+    MP_RETURN_IF_ERROR(RememberDatabase(root, db_url));
+  }
   return r;
 }
 
 Result<std::unique_ptr<Registry>> Registry::Open(const std::string& root,
-                                                 const std::string& db_url) {
+                                                 const std::string& given_url) {
+  MP_ASSIGN_OR_RETURN(const std::string db_url, ChooseDatabase(root, given_url, false));
   std::unique_ptr<Registry> r(new Registry());
   r->impl_ = std::make_unique<Impl>();
   r->impl_->root = root;

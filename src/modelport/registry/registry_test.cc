@@ -612,6 +612,27 @@ TEST_P(RegistryTest, PromotionGateRunsWhenThePolicyRequiresIt) {
   EXPECT_TRUE(saw_policy);
 }
 
+TEST_P(RegistryTest, TheFolderRemembersItsDatabase) {
+  MustPush("gpt", MakeModel({1, 2}));
+  const fs::path file = fs::path(root()) / "database.url";
+  // Opened with no address: the folder's own SQLite file, or the server it was made on.
+  auto reopened = Registry::Open(root(), "");
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_TRUE((*reopened)->Resolve(ParseRef("gpt@1").value()).ok());
+  if (GetParam() == "sqlite") {
+    EXPECT_FALSE(fs::exists(file));
+    return;
+  }
+  ASSERT_TRUE(fs::exists(file));
+  EXPECT_EQ(fs::status(file).permissions() & (fs::perms::group_all | fs::perms::others_all),
+            fs::perms::none);
+  // Another database for the same blobs is refused, not silently mixed.
+  auto other = Registry::Open(root(), "postgresql://127.0.0.1:1/elsewhere");
+  EXPECT_EQ(other.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(other.status().message().find("database.url"), std::string::npos)
+      << other.status().message();
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, RegistryTest, ::testing::Values("sqlite", "postgresql"),
                          [](const auto& info) { return info.param; });
 
