@@ -296,6 +296,13 @@ TEST_P(FormatConformance, DetectsByContentWhateverTheExtension) {
   auto detected = DetectFormat(path);
   ASSERT_TRUE(detected.ok()) << detected.status().ToString();
   EXPECT_EQ((*detected)->name, format_->name);
+  // A model of an index plus data files (a TF bundle) is found from the index's name: a copy
+  // of the index alone is no model.
+  auto written = OpenModel(path);
+  ASSERT_TRUE(written.ok()) << written.status().ToString();
+  if (!(*written)->files().index.empty()) {
+    GTEST_SKIP() << format_->name << " keeps its data beside the index, found by name";
+  }
 
   for (const std::string name : {"weights.txt", "weights", "weights.bin.tmp"}) {
     const std::string renamed = dir.File(name);
@@ -410,14 +417,14 @@ TEST_P(FormatConformance, FailedWriteKeepsThePreviousFile) {
   const std::string path = WriteSmall(dir, SmallModel());
   ASSERT_FALSE(path.empty());
   const std::vector<uint8_t> before = ReadBytes(path);
+  const std::vector<std::string> files_before = ListDir(dir.path().string());
   Model other;
   ASSERT_TRUE(other.Add(PatternTensor("x", DType::kF32, {64}, 9)).ok());
   ASSERT_TRUE(other.Add(PatternTensor("y", DType::kF32, {64}, 10)).ok());
   Status s = format_->write(FailingSource(other, 1), path, {});
   EXPECT_FALSE(s.ok());
   EXPECT_EQ(ReadBytes(path), before);
-  EXPECT_EQ(ListDir(dir.path().string()),
-            std::vector<std::string>{fs::path(path).filename().string()});
+  EXPECT_EQ(ListDir(dir.path().string()), files_before);
 }
 
 TEST_P(FormatConformance, NoOverwriteRefusesAnExistingFile) {

@@ -1,4 +1,5 @@
-// `modelport convert SRC DST [--to FORMAT] [--dtype D] [--shard-size SIZE] [--force] [--json]`:
+// `modelport convert SRC DST [--to FORMAT] [--dtype D] [--dequantize] [--shard-size SIZE] [--force]
+// [--json]`:
 // streams SRC tensor by tensor into DST (atomically: temporary file, fsync, rename), casting
 // floating-point tensors when --dtype is given.
 //
@@ -17,7 +18,9 @@
 
 #include "modelport/cli/cli_util.h"
 #include "modelport/convert/cast.h"
+#include "modelport/convert/quantize.h"
 #include "modelport/formats/format.h"
+#include "modelport/formats/tflite/tflite.h"
 
 namespace mp::cli {
 namespace {
@@ -32,6 +35,7 @@ struct ConvertOptions {
   std::string dtype;
   std::string shard_size;
   std::vector<std::string> meta;  // KEY=VALUE
+  bool dequantize = false;
   bool force = false;
   bool json = false;
 };
@@ -173,9 +177,20 @@ Status Convert(const ConvertOptions& opt) {
   }
   write_options.no_overwrite = !opt.force;
 
+  // --dequantize: TFLite's (q - zero_point) * scale, int8 NAME + NAME_scale pairs and ggml
+  // blocks become f32 (convert/quantize.h, formats/tflite/tflite.h).
+  std::unique_ptr<ModelSource> dequantized;
+  if (opt.dequantize) {
+    if (const auto* tfl = tflite::AsTflite(*source)) {
+      MP_ASSIGN_OR_RETURN(dequantized, tflite::Dequantize(*tfl));
+    } else {
+      MP_ASSIGN_OR_RETURN(dequantized, Dequantize(*source, DType::kF32));
+    }
+  }
+  const ModelSource* in_ptr = dequantized ? dequantized.get() : source.get();
   std::unique_ptr<ModelSource> cast;
-  if (dtype) cast = CastFloats(*source, *dtype);
-  const ModelSource* out_ptr = cast ? cast.get() : source.get();
+  if (dtype) cast = CastFloats(*in_ptr, *dtype);
+  const ModelSource* out_ptr = cast ? cast.get() : in_ptr;
   std::unique_ptr<ModelSource> with_meta;
   if (!opt.meta.empty()) {
     MP_ASSIGN_OR_RETURN(Json merged, MergeMeta(out_ptr->metadata(), opt.meta));
@@ -259,6 +274,9 @@ Command AddConvertCommand(CLI::App& app) {
   sub->add_option("--meta", opt->meta,
                   "add or replace a metadata key: KEY=VALUE, repeatable; VALUE is kept typed "
                   "when it is JSON (4096, true), else a string (e.g. --meta general.name=tiny)");
+  sub->add_flag("--dequantize", opt->dequantize,
+                "turn quantized tensors into f32 first: TFLite int8/uint8 with scale and zero "
+                "point, int8 NAME + NAME_scale pairs, ggml block types");
   sub->add_flag("--force", opt->force, "replace an existing DST");
   AddKeyOption(sub, &opt->key);
   sub->add_flag("--json", opt->json, "print one JSON document on stdout");

@@ -6,7 +6,10 @@
 // count), "total_bytes", "metadata" (the format's metadata object), "notes" (how the file was
 // read: TorchScript, tied or shared tensors, which state dict), "tensors": [{"name", "dtype",
 // "shape", "bytes"}]; ONNX models add "graph" (onnx::GraphInfoJson: inputs, outputs, opsets,
-// producer, IR version, node count by op type, metadata_props).
+// producer, IR version, node count by op type, metadata_props); SavedModels add "saved_model"
+// (tf::SavedModelJson: schema version, meta graphs with tags and signatures); TFLite models add
+// "tflite" (tflite::GraphInfoJson: operator codes, subgraphs with tensors, inputs, outputs and
+// operators, signatures, metadata).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -16,6 +19,8 @@
 #include "modelport/cli/cli_util.h"
 #include "modelport/formats/format.h"
 #include "modelport/formats/onnx/onnx.h"
+#include "modelport/formats/tf/saved_model.h"
+#include "modelport/formats/tflite/tflite.h"
 
 namespace mp::cli {
 namespace {
@@ -101,6 +106,12 @@ Status Inspect(const InspectOptions& opt) {
     if (const auto* o = dynamic_cast<const onnx::OnnxSource*>(source.get())) {
       doc["graph"] = onnx::GraphInfoJson(o->graph_info());
     }
+    if (const auto* sm = dynamic_cast<const tf::SavedModelSource*>(source.get())) {
+      doc["saved_model"] = tf::SavedModelJson(sm->info());
+    }
+    if (const auto* tfl = tflite::AsTflite(*source)) {
+      doc["tflite"] = tflite::GraphInfoJson(tfl->graph_info());
+    }
     Json tensors = Json::array();
     for (const TensorInfo& t : infos) {
       tensors.push_back({{"name", t.name},
@@ -132,6 +143,15 @@ Status Inspect(const InspectOptions& opt) {
   }
   if (const auto* o = dynamic_cast<const onnx::OnnxSource*>(source.get())) {
     PrintGraph(o->graph_info());
+  }
+  if (const auto* sm = dynamic_cast<const tf::SavedModelSource*>(source.get())) {
+    std::printf("\n%s", tf::FormatSignatures(sm->info()).c_str());
+  }
+  if (const auto* tfl = tflite::AsTflite(*source)) {
+    std::printf("\n");
+    for (const std::string& line : tflite::GraphSummary(tfl->graph_info())) {
+      std::printf("%s\n", line.c_str());
+    }
   }
   if (const auto notes = source->notes(); !notes.empty()) {
     std::printf("notes:\n");

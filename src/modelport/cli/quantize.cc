@@ -92,7 +92,7 @@ void PrintReport(const QuantReport& report) {
               {false, false, true, true, true, true, true});
   for (const TensorQuantReport& t : report.tensors) {
     if (!t.quantized) {
-      table.AddRow({t.name, std::string(DTypeName(t.from)) + " (kept: " + t.reason + ")",
+      table.AddRow({t.name, std::string(DTypeName(t.from)) + " kept: " + t.reason,
                     WithThousands(t.bytes_before), "", "", "", ""});
       continue;
     }

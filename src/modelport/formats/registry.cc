@@ -7,6 +7,9 @@
 #include "modelport/formats/numpy/numpy.h"
 #include "modelport/formats/onnx/onnx.h"
 #include "modelport/formats/safetensors/safetensors.h"
+#include "modelport/formats/tf/bundle.h"
+#include "modelport/formats/tf/saved_model.h"
+#include "modelport/formats/tflite/tflite.h"
 #include "modelport/formats/torch/torch.h"
 
 namespace mp {
@@ -55,6 +58,41 @@ const std::vector<FormatDescriptor>& Table() {
           .detect_dir = nullptr,
           .open = numpy::Open,
           .write = numpy::Write,
+      },
+      {
+          // A flatbuffer with the file identifier "TFL3" at bytes 4..8. Read only: constant
+          // tensors zero-copy, quantization parameters in the metadata.
+          .name = "tflite",
+          .extensions = {".tflite"},
+          .caps = {.read = true, .write = false, .zero_copy = true, .sharded = false},
+          .detect_bytes = tflite::kDetectBytes,
+          .detect = tflite::Detect,
+          .detect_dir = nullptr,
+          .open = tflite::Open,
+          .write = nullptr,
+      },
+      {
+          // Before onnx: saved_model.pb starts like an ONNX file (field 1 varint, field 2).
+          // No generic writer: a SavedModel needs a graph; tf::SaveWithVariables rewrites one.
+          .name = "saved_model",
+          .extensions = {"saved_model.pb"},
+          .caps = {.read = true, .write = false, .zero_copy = true, .sharded = true},
+          .detect_bytes = tf::kSavedModelDetectBytes,
+          .detect = tf::DetectSavedModel,
+          .detect_dir = tf::DetectSavedModelDir,
+          .open = tf::OpenSavedModel,
+          .write = nullptr,
+      },
+      {
+          // TF checkpoints and SavedModel variables: PREFIX.index + PREFIX.data-*-of-*.
+          .name = "tf_bundle",
+          .extensions = {".index"},
+          .caps = {.read = true, .write = true, .zero_copy = true, .sharded = true},
+          .detect_bytes = tf::kDetectBytes,
+          .detect = tf::Detect,
+          .detect_dir = tf::DetectDir,
+          .open = tf::Open,
+          .write = tf::Write,
       },
       {
           // No generic writer: an ONNX file needs a graph, which tensors alone do not give, so
