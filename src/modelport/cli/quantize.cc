@@ -277,11 +277,18 @@ void AddCommon(CLI::App* sub, QuantizeCliOptions* o) {
   sub->add_flag("--json", o->json, "print one JSON document on stdout");
 }
 
+// The command as typed, for registry lineage.
+std::string CommandLine(int argc, char** argv) {
+  std::string line;
+  for (int i = 0; i < argc; ++i) line += (i ? " " : "") + std::string(argv[i]);
+  return line;
+}
+
 }  // namespace
 
 Command AddQuantizeCommand(CLI::App& app, int argc, char** argv) {
   auto o = std::make_shared<QuantizeCliOptions>();
-  for (int i = 0; i < argc; ++i) o->command_line += (i ? " " : "") + std::string(argv[i]);
+  o->command_line = CommandLine(argc, argv);
   CLI::App* sub = app.add_subcommand(
       "quantize",
       "Write SRC to DST with its weights quantized (docs/FORMATS.md, Quantization): casts f16, "
@@ -308,7 +315,7 @@ Command AddQuantizeCommand(CLI::App& app, int argc, char** argv) {
 Command AddDequantizeCommand(CLI::App& app, int argc, char** argv) {
   auto o = std::make_shared<QuantizeCliOptions>();
   o->dequantize = true;
-  for (int i = 0; i < argc; ++i) o->command_line += (i ? " " : "") + std::string(argv[i]);
+  o->command_line = CommandLine(argc, argv);
   CLI::App* sub = app.add_subcommand(
       "dequantize",
       "Write SRC to DST with every quantized tensor back in floating point: int8 NAME + "

@@ -95,18 +95,6 @@ ErrorStats MeasureError(const float* ref, const float* out, uint64_t n, unsigned
   return total;
 }
 
-uint64_t FirstNonFinite(const float* x, uint64_t n) {
-  uint64_t i = 0;
-  while (i < n && std::isfinite(x[i])) ++i;
-  return i;
-}
-
-Status NonFiniteAt(const float* x, uint64_t index) {
-  return InvalidArgument(std::string(std::isnan(x[index]) ? "NaN" : "an infinity") +
-                         " at flat index " + std::to_string(index) +
-                         ": a quantized format cannot hold it");
-}
-
 const float* F32Data(const TensorView& v) { return reinterpret_cast<const float*>(v.data->data()); }
 
 // The tensor's values as f32 (itself when it already is).

@@ -60,6 +60,12 @@ std::span<const QuantScheme> AllSchemes();
 /// non-finite value (the formats cannot hold one; ggml's result would be garbage).
 Status QuantizeBlocks(DType dtype, std::span<const float> src, uint8_t* out);
 
+/// Index of the first NaN or infinity in x[0, n), or n.
+uint64_t FirstNonFinite(const float* x, uint64_t n);
+/// InvalidArgument for the non-finite x[index]: "NaN at flat index 7: a quantized format cannot
+/// hold it" (callers add the tensor's name).
+Status NonFiniteAt(const float* x, uint64_t index);
+
 /// A tensor seen as [outer, channels, inner] around its channel axis (per tensor: channels 1).
 struct ChannelLayout {
   uint64_t outer = 1, channels = 1, inner = 1;

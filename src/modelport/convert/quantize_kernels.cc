@@ -266,7 +266,8 @@ BlockFn BlockQuantizer(DType dtype) {
   }
 }
 
-// Index of the first non-finite value of x[0, n), or n.
+}  // namespace
+
 uint64_t FirstNonFinite(const float* x, uint64_t n) {
   for (uint64_t i = 0; i < n; ++i) {
     if (!std::isfinite(x[i])) return i;
@@ -274,12 +275,11 @@ uint64_t FirstNonFinite(const float* x, uint64_t n) {
   return n;
 }
 
-std::string NonFiniteError(float v, uint64_t index) {
-  return std::string(std::isnan(v) ? "NaN" : "an infinity") + " at flat index " +
-         std::to_string(index) + ": a quantized format cannot hold it";
+Status NonFiniteAt(const float* x, uint64_t index) {
+  return InvalidArgument(std::string(std::isnan(x[index]) ? "NaN" : "an infinity") +
+                         " at flat index " + std::to_string(index) +
+                         ": a quantized format cannot hold it");
 }
-
-}  // namespace
 
 std::string_view SchemeName(QuantScheme scheme) {
   for (const SchemeRow& row : kSchemes) {
@@ -322,7 +322,7 @@ Status QuantizeBlocks(DType dtype, std::span<const float> src, uint8_t* out) {
   if (dtype == DType::kQ8_0 ? !Q8Blocks(src.data(), src.size() / kBlock, out)
                             : !AllFinite(src.data(), src.size())) {
     const uint64_t bad = FirstNonFinite(src.data(), src.size());
-    return InvalidArgument(NonFiniteError(src[bad], bad));
+    return NonFiniteAt(src.data(), bad);
   }
   if (dtype == DType::kQ8_0) return Status::Ok();
   const uint32_t block_bytes = Traits(dtype).block_bytes;
@@ -526,7 +526,7 @@ Status Int8Scales(const float* x, const ChannelLayout& l, float* scales) {
   std::vector<float> amax(l.channels, 0.0f);
   const uint64_t n = l.elements();
   const uint64_t bad = Int8AbsMaxRange(x, l, 0, n, amax.data());
-  if (bad < n) return InvalidArgument(NonFiniteError(x[bad], bad));
+  if (bad < n) return NonFiniteAt(x, bad);
   Int8ScalesFromAbsMax(amax.data(), l.channels, scales);
   return Status::Ok();
 }
