@@ -79,6 +79,7 @@ Command AddScanCommand(CLI::App& app);
 Command AddOnnxCommand(CLI::App& app);
 Command AddRegistryCommand(CLI::App& app);
 Command AddValidateCommand(CLI::App& app);
+Command AddTfCommand(CLI::App& app);
 /// quantize and dequantize record their command line (registry lineage with --push).
 Command AddQuantizeCommand(CLI::App& app, int argc, char** argv);
 Command AddDequantizeCommand(CLI::App& app, int argc, char** argv);

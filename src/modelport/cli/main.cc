@@ -41,6 +41,7 @@ int Main(int argc, char** argv) {
                                          AddHashCommand(app),
                                          AddScanCommand(app),
                                          AddOnnxCommand(app),
+                                         AddTfCommand(app),
                                          AddRegistryCommand(app),
                                          AddValidateCommand(app),
                                          AddQuantizeCommand(app, argc, argv),
