@@ -393,8 +393,14 @@ Status Export(const RegistryOptions& o) {
       progress.Update(t, tt, b, bt);
     };
   }
-  Status written =
-      to_onnx ? reg->ExportOnnx(v, o.dst, w, /*verify=*/false) : format->write(*model, o.dst, w);
+  // A version pushed from a TorchScript archive exports to torch as that archive.
+  bool scripted = false;
+  if (format->name == "torch") {
+    MP_ASSIGN_OR_RETURN(scripted, reg->ExportTorchScript(v, o.dst, w, /*verify=*/false));
+  }
+  Status written = scripted  ? Status::Ok()
+                   : to_onnx ? reg->ExportOnnx(v, o.dst, w, /*verify=*/false)
+                             : format->write(*model, o.dst, w);
   progress.Clear();
   MP_RETURN_IF_ERROR(written);
   std::vector<std::string> asset_files;

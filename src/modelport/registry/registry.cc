@@ -20,6 +20,7 @@
 #include "modelport/core/json.h"
 #include "modelport/core/parallel.h"
 #include "modelport/formats/onnx/onnx.h"
+#include "modelport/formats/torch/torch.h"
 #include "modelport/formats/zip/zip.h"
 
 namespace mp::registry {
@@ -181,8 +182,10 @@ struct Manifest {
   std::vector<ManifestTensor> tensors;
   std::vector<std::pair<std::string, BlobInfo>> assets;  // file name, blob
   // The model's graph, for formats that have one: an ONNX model with every initializer's data
-  // left out (external_data naming "model.onnx.data", a file that is never written).
+  // left out (external_data naming "model.onnx.data", a file that is never written), or a
+  // TorchScript archive without the storages its tensors rebuild (torch::SplitTorchScript).
   std::optional<BlobInfo> graph;
+  std::string graph_format;  // "onnx" or "torchscript"
   // Validation samples: {"inputs", "expected" (asset names), "atol", "rtol", "per_output":
   // {"name": {"atol", "rtol"}}}.
   std::optional<Json> validation;
@@ -221,7 +224,8 @@ std::string ManifestJson(const Manifest& m) {
   }
   doc["assets"] = std::move(assets);
   if (m.graph) {
-    doc["graph"] = {{"format", "onnx"}, {"bytes", m.graph->size}, {"blob", m.graph->digest}};
+    doc["graph"] = {
+        {"format", m.graph_format}, {"bytes", m.graph->size}, {"blob", m.graph->digest}};
   }
   if (m.validation) doc["validation"] = *m.validation;
   return doc.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -259,7 +263,10 @@ Result<Manifest> ParseManifest(std::span<const uint8_t> bytes, const std::string
     }
     if (j.contains("graph")) {
       const Json& g = j.at("graph");
-      if (g.at("format") != "onnx") return fail("graph format " + g.at("format").dump());
+      if (g.at("format") != "onnx" && g.at("format") != "torchscript") {
+        return fail("graph format " + g.at("format").dump());
+      }
+      m.graph_format = g.at("format").get<std::string>();
       BlobInfo b{g.at("blob").get<std::string>(), g.at("bytes").get<uint64_t>(), false};
       if (!IsDigest(b.digest)) return fail("bad blob digest " + Quote(b.digest));
       m.graph = std::move(b);
@@ -714,8 +721,8 @@ Result<VersionRecord> Registry::Push(const std::string& name, const ModelSource&
       if (!path.empty()) fs::remove(path, ec);
     }
   } remove_graph_file{graph_file};
+  static std::atomic<uint64_t> counter{0};
   if (const auto* onnx_model = dynamic_cast<const onnx::OnnxSource*>(&model)) {
-    static std::atomic<uint64_t> counter{0};
     graph_file = (fs::path(I.root) / "tmp" /
                   ("graph." + std::to_string(getpid()) + "." + std::to_string(++counter) + ".onnx"))
                      .string();
@@ -727,6 +734,18 @@ Result<VersionRecord> Registry::Push(const std::string& name, const ModelSource&
     graph_only.write.durable = false;
     MP_RETURN_IF_ERROR(onnx_model->Rewrite(graph_file, graph_only).status());
     MP_ASSIGN_OR_RETURN(manifest.graph, I.blobs->PutFile(graph_file, options.durable));
+    manifest.graph_format = "onnx";
+  } else if (model.format() == "torch") {
+    // A TorchScript archive keeps its code, pickles and constants the same way.
+    graph_file = (fs::path(I.root) / "tmp" /
+                  ("graph." + std::to_string(getpid()) + "." + std::to_string(++counter) + ".pt"))
+                     .string();
+    MP_ASSIGN_OR_RETURN(const bool scripted,
+                        torch::SplitTorchScript(model, graph_file, /*durable=*/false));
+    if (scripted) {
+      MP_ASSIGN_OR_RETURN(manifest.graph, I.blobs->PutFile(graph_file, options.durable));
+      manifest.graph_format = "torchscript";
+    }
   }
   const std::string manifest_text = ManifestJson(manifest);
   MP_ASSIGN_OR_RETURN(
@@ -904,7 +923,7 @@ Status Registry::ExportOnnx(const VersionRecord& version, const std::string& des
   Impl& I = *impl_;
   const std::string who = version.model + "@" + std::to_string(version.version);
   MP_ASSIGN_OR_RETURN(Manifest m, I.ReadManifest(version.manifest, verify));
-  if (!m.graph) {
+  if (!m.graph || m.graph_format != "onnx") {
     return Unsupported(who + " has no ONNX graph (it was pushed from " + m.format +
                        "); only versions pushed from ONNX export to ONNX");
   }
@@ -966,6 +985,18 @@ Status Registry::ExportOnnx(const VersionRecord& version, const std::string& des
   MP_RETURN_IF_ERROR(model->Write(text.data(), text.size()));
   if (data) MP_RETURN_IF_ERROR(data->Commit(options.durable));
   return model->Commit(options.durable);
+}
+
+Result<bool> Registry::ExportTorchScript(const VersionRecord& version, const std::string& dest,
+                                         const WriteOptions& options, bool verify) {
+  Impl& I = *impl_;
+  MP_ASSIGN_OR_RETURN(Manifest m, I.ReadManifest(version.manifest, verify));
+  if (!m.graph || m.graph_format != "torchscript") return false;
+  if (verify) MP_RETURN_IF_ERROR(I.blobs->Verify(m.graph->digest));
+  MP_ASSIGN_OR_RETURN(const std::string graph_path, I.blobs->PathOf(m.graph->digest));
+  MP_ASSIGN_OR_RETURN(auto model, Load(version, verify));
+  MP_RETURN_IF_ERROR(torch::JoinTorchScript(graph_path, *model, dest, options));
+  return true;
 }
 
 Result<std::optional<VersionSamples>> Registry::SamplesOf(const VersionRecord& version) {

@@ -159,6 +159,11 @@ class Registry {
   /// Unsupported for versions pushed from formats without a graph.
   Status ExportOnnx(const VersionRecord& version, const std::string& dest,
                     const WriteOptions& options, bool verify = true);
+  /// Writes a version pushed from a TorchScript archive back as that archive (its code,
+  /// pickles and constants as stored, its storages from the version's tensors); false, writing
+  /// nothing, for versions without a TorchScript graph.
+  Result<bool> ExportTorchScript(const VersionRecord& version, const std::string& dest,
+                                 const WriteOptions& options, bool verify = true);
   /// The asset paths of a version (as pushed) and their blob digests.
   Result<std::vector<std::pair<std::string, std::string>>> Assets(const VersionRecord& version);
   /// Writes a stored asset's bytes to `dest` (atomically), verifying them.

@@ -375,6 +375,24 @@ class CheckpointReader final : public ModelSource {
     return TensorView{info, std::move(out)};
   }
 
+  /// For a TorchScript archive: the zip, and for each entry the tensor whose bytes it is
+  /// exactly (a storage holding one contiguous little-endian tensor from byte 0), if any.
+  const zip::Reader* script_zip() const { return torchscript_ ? zip_.get() : nullptr; }
+  std::vector<std::optional<size_t>> EntryTensors() const {
+    std::vector<std::optional<size_t>> out(zip_ ? zip_->entries().size() : 0);
+    std::vector<int> users(storages_.size(), 0);
+    for (const Slot& slot : slots_) ++users[slot.storage];
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      const Slot& slot = slots_[i];
+      const StorageSpan& st = storages_[slot.storage];
+      if (users[slot.storage] == 1 && slot.contiguous && !big_endian_ && slot.byte_offset == 0 &&
+          st.size == infos_[i].byte_size) {
+        out[st.entry] = i;
+      }
+    }
+    return out;
+  }
+
   Status LoadInto(size_t index, std::span<uint8_t> dest) const override {
     if (index >= slots_.size()) return NotFound("tensor #" + Num(index));
     const Slot& slot = slots_[index];
@@ -500,6 +518,7 @@ class CheckpointReader final : public ModelSource {
       return Corrupt("archive has no " + Quote(top_ + "data.pkl") + " (not a torch checkpoint)");
     auto constants_pkl = zip_->Find(top_ + "constants.pkl");
     const bool torchscript = has_code || constants_pkl.has_value();
+    torchscript_ = torchscript;
     if (auto order = zip_->Find(top_ + "byteorder")) {
       MP_ASSIGN_OR_RETURN(auto bytes, zip_->Read(*order));
       const std::string_view text(reinterpret_cast<const char*>(bytes->data()), bytes->size());
@@ -618,6 +637,7 @@ class CheckpointReader final : public ModelSource {
   std::shared_ptr<InputFile> file_;
   std::unique_ptr<zip::Reader> zip_;
   std::string top_;
+  bool torchscript_ = false;
   bool big_endian_ = false;
   PickleResult data_pickle_;
   PickleResult constants_pickle_;
@@ -668,6 +688,81 @@ bool Detect(std::span<const uint8_t> prefix, uint64_t) {
 
 bool DetectDir(const std::string& dir) {
   return IsFile(fs::path(dir) / kIndexName) || IsFile(fs::path(dir) / "pytorch_model.bin");
+}
+
+// ----------------------------------------------------------------------------------------------
+// TorchScript archives split into a graph and tensors (the registry keeps them so)
+
+Result<bool> SplitTorchScript(const ModelSource& source, const std::string& graph_path,
+                              bool durable) {
+  const auto* reader = dynamic_cast<const CheckpointReader*>(&source);
+  if (reader == nullptr || reader->script_zip() == nullptr) return false;
+  const zip::Reader& archive = *reader->script_zip();
+  const std::vector<std::optional<size_t>> tensors = reader->EntryTensors();
+  MP_ASSIGN_OR_RETURN(auto out, zip::Writer::Create(graph_path));
+  Json records = Json::array();
+  for (size_t e = 0; e < archive.entries().size(); ++e) {
+    const std::string& name = archive.entries()[e].name;
+    if (name == kGraphRecordsName) {
+      return InvalidArgument("the TorchScript archive holds a record named " + Quote(name) +
+                             ", which modelport's TorchScript graph reserves");
+    }
+    if (tensors[e]) {
+      records.push_back({{"name", name}, {"tensor", source.tensors()[*tensors[e]].name}});
+      continue;
+    }
+    records.push_back({{"name", name}});
+    MP_ASSIGN_OR_RETURN(auto bytes, archive.Read(e));
+    const std::span<const uint8_t> part = bytes->span();
+    MP_RETURN_IF_ERROR(out->AddStored(name, std::span(&part, 1)));
+  }
+  const std::string list = records.dump();
+  const std::span<const uint8_t> part(reinterpret_cast<const uint8_t*>(list.data()), list.size());
+  MP_RETURN_IF_ERROR(out->AddStored(kGraphRecordsName, std::span(&part, 1)));
+  MP_RETURN_IF_ERROR(out->Finish(durable));
+  return true;
+}
+
+Status JoinTorchScript(const std::string& graph_path, const ModelSource& tensors,
+                       const std::string& dest, const WriteOptions& options) {
+  MP_ASSIGN_OR_RETURN(auto file, InputFile::Open(graph_path));
+  MP_ASSIGN_OR_RETURN(auto graph, zip::Reader::Open(file));
+  auto fail = [&](const std::string& why) {
+    return Corrupt(graph_path + ": TorchScript graph " + why);
+  };
+  const auto list_entry = graph->Find(kGraphRecordsName);
+  if (!list_entry) return fail("has no record list " + Quote(kGraphRecordsName));
+  MP_ASSIGN_OR_RETURN(auto list_bytes, graph->Read(*list_entry));
+  const Json records =
+      Json::parse(list_bytes->data(), list_bytes->data() + list_bytes->size(), nullptr, false);
+  if (!records.is_array()) return fail("record list is not a JSON array");
+  if (options.no_overwrite && fs::exists(dest)) return AlreadyExists(dest + ": already exists");
+  MP_ASSIGN_OR_RETURN(auto out, zip::Writer::Create(dest));
+  for (const Json& r : records) {
+    if (!r.is_object() || !r.contains("name") || !r.at("name").is_string())
+      return fail("record list entry " + r.dump() + " has no name");
+    const std::string name = r.at("name").get<std::string>();
+    std::shared_ptr<Buffer> bytes;
+    if (r.contains("tensor")) {
+      if (!r.at("tensor").is_string()) return fail("record " + Quote(name) + " names no tensor");
+      const std::string tensor = r.at("tensor").get<std::string>();
+      const auto index = tensors.Find(tensor);
+      if (!index) {
+        return InvalidArgument("the TorchScript archive's record " + Quote(name) +
+                               " needs tensor " + Quote(tensor) + ", which the model lacks");
+      }
+      MP_ASSIGN_OR_RETURN(TensorView view, tensors.Load(*index));
+      bytes = view.data;
+    } else {
+      const auto entry = graph->Find(name);
+      if (!entry) return fail("lacks record " + Quote(name));
+      MP_ASSIGN_OR_RETURN(bytes, graph->Read(*entry));
+    }
+    // torch.jit.save places every record at a multiple of 64 bytes; so does this.
+    const std::span<const uint8_t> part = bytes->span();
+    MP_RETURN_IF_ERROR(out->AddStored(name, std::span(&part, 1), 64));
+  }
+  return out->Finish(options.durable);
 }
 
 }  // namespace mp::torch

@@ -55,6 +55,22 @@ Result<std::unique_ptr<ModelSource>> Open(const std::string& path, const ReadOpt
 /// metadata is kept in <top>/modelport_metadata.json, which torch ignores.
 Status Write(const ModelSource& source, const std::string& path, const WriteOptions& options);
 
+/// TorchScript archives kept as a graph and tensors (the registry stores them so, the tensors
+/// deduplicated like any others). SplitTorchScript writes the graph of `source`, if it was
+/// opened from a TorchScript archive, to `graph_path` as a zip: every record of the archive in
+/// order (code, pickles, constants, ...) except the storages that hold exactly one tensor of
+/// the model (its bytes, contiguous, from byte 0), and a record list (kGraphRecordsName) that
+/// says which tensor each left-out storage is. Returns false, writing nothing, for any other
+/// source.
+Result<bool> SplitTorchScript(const ModelSource& source, const std::string& graph_path,
+                              bool durable);
+/// Writes the TorchScript archive again from its graph and `tensors` (by name), each record at
+/// a multiple of 64 bytes as torch.jit.save places them, atomically.
+Status JoinTorchScript(const std::string& graph_path, const ModelSource& tensors,
+                       const std::string& dest, const WriteOptions& options);
+/// The record list's name inside a TorchScript graph.
+inline constexpr std::string_view kGraphRecordsName = "modelport_records.json";
+
 /// True for a zip whose first entry is a torch record, or a legacy checkpoint.
 bool Detect(std::span<const uint8_t> prefix, uint64_t file_size);
 /// True if `dir` holds pytorch_model.bin.index.json or exactly one pytorch_model.bin.
