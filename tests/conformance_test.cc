@@ -123,12 +123,13 @@ class FailingSource final : public ModelSource {
 
 namespace conformance {
 /// A small model (a few hundred bytes) of several dtypes for the byte-by-byte tests. `flag` is
-/// the format's closest to bool (bool where it has one).
-Model SmallModel(DType flag) {
+/// the format's closest to bool (bool where it has one), `wide` its widest integer (i64 where
+/// it has one; TensorFlow.js tops out at i32).
+Model SmallModel(DType flag, DType wide) {
   Model m;
   EXPECT_TRUE(m.Add(PatternTensor("a.weight", DType::kF32, {3, 4}, 1)).ok());
   EXPECT_TRUE(m.Add(PatternTensor("a.bias", DType::kF16, {4}, 2)).ok());
-  EXPECT_TRUE(m.Add(PatternTensor("b", DType::kI64, {2, 3}, 3)).ok());
+  EXPECT_TRUE(m.Add(PatternTensor("b", wide, {2, 3}, 3)).ok());
   EXPECT_TRUE(m.Add(PatternTensor("flag", flag, {5}, 4)).ok());
   m.mutable_metadata() = Json{{"format", "pt"}};
   return m;
@@ -182,7 +183,8 @@ class FormatConformance : public ::testing::TestWithParam<std::string> {
     return *candidates.begin();
   }
   Model SmallModel() const {
-    return conformance::SmallModel(FirstCarried({DType::kBool, DType::kI8}));
+    return conformance::SmallModel(FirstCarried({DType::kBool, DType::kI8}),
+                                   FirstCarried({DType::kI64, DType::kI32}));
   }
   Model ShardableModel() const {
     return conformance::ShardableModel(FirstCarried({DType::kBool, DType::kI8}));
@@ -223,7 +225,9 @@ class FormatConformance : public ::testing::TestWithParam<std::string> {
 std::vector<std::string> ReadWriteFormats() {
   std::vector<std::string> names;
   for (const auto& f : Formats()) {
-    if (f.caps.read && f.caps.write) names.emplace_back(f.name);
+    // .keras archives need a model config, which these generic models lack (keras_test.cc
+    // covers that writer; its HDF5 part is keras_h5, which runs here).
+    if (f.caps.read && f.caps.write && f.name != "keras") names.emplace_back(f.name);
   }
   return names;
 }

@@ -53,6 +53,21 @@ bool NodeHasOrt();
 CommandResult RunOrt(const std::string& model, const std::string& out_dir,
                      const std::vector<std::string>& inputs);
 
+/// True when node runs and tests/node has @tensorflow/tfjs installed (`npm ci` there).
+inline bool NodeHasTfjs() {
+  static const bool has =
+      Run("node --version").exit_code == 0 &&
+      std::filesystem::exists(SourceDir() /
+                              "tests/node/node_modules/@tensorflow/tfjs/package.json");
+  return has;
+}
+/// Runs tests/node/tfjs_run.mjs on the spec file `spec_json` (see that script for the spec's
+/// fields); exit_code 0 on success, else 1 with one line in `err`.
+inline CommandResult RunTfjs(const std::string& spec_json) {
+  return Run("node '" + (SourceDir() / "tests/node/tfjs_run.mjs").string() + "' '" + spec_json +
+             "'");
+}
+
 /// Whole file as bytes.
 std::vector<uint8_t> ReadBytes(const std::string& path);
 void WriteBytes(const std::string& path, const std::vector<uint8_t>& bytes);
@@ -98,6 +113,11 @@ Result<DType> DTypeFromTorchName(const std::string& name);
 #define MP_SKIP_WITHOUT_ORT()       \
   if (!::mp::testing::NodeHasOrt()) \
   GTEST_SKIP() << "node or onnxruntime-node is missing (npm ci --ignore-scripts in tests/node)"
+
+/// Skips the current test unless NodeHasTfjs().
+#define MP_SKIP_WITHOUT_TFJS()       \
+  if (!::mp::testing::NodeHasTfjs()) \
+  GTEST_SKIP() << "node or @tensorflow/tfjs is missing (npm ci --ignore-scripts in tests/node)"
 
 /// Skips the current test when ../shared/golden is not beside the checkout.
 #define MP_SKIP_WITHOUT_GOLDEN()                            \

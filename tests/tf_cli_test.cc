@@ -13,6 +13,7 @@
 
 #include "modelport/core/tensor.h"
 #include "modelport/formats/format.h"
+#include "modelport/formats/keras/keras.h"
 #include "modelport/formats/safetensors/safetensors.h"
 #include "test_util.h"
 
@@ -163,6 +164,35 @@ TEST(TfCli, SetWeightsWritesANewServingVersion) {
   EXPECT_EQ(r.exit_code, 2) << r.out;
   EXPECT_NE(r.err.find("'a'"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(base + "/3"));
+}
+
+// `convert` writes .keras archives from a model that carries its Keras config (here through
+// safetensors, which keeps it as text) and refuses, writing nothing, one that does not.
+TEST(TfCli, ConvertWritesKerasArchivesThatCarryTheirConfig) {
+  TempDir dir;
+  Model m;
+  ASSERT_TRUE(m.Add(testing::PatternTensor("dense/kernel", DType::kF32, {2, 3}, 1)).ok());
+  ASSERT_TRUE(m.Add(testing::PatternTensor("dense/bias", DType::kF32, {3}, 2)).ok());
+  const Json config = Json::parse(
+      R"({"class_name": "Sequential", "config": {"name": "s", "layers": [)"
+      R"({"module": "keras.layers", "class_name": "Dense", "config": {"name": "dense"}}]}})");
+  m.mutable_metadata() = Json{{std::string(keras::kConfigKey), config}};
+  ASSERT_TRUE(keras::WriteKeras(m, dir.File("m.keras"), {}).ok());
+
+  CommandResult r =
+      RunCli("convert '" + dir.File("m.keras") + "' '" + dir.File("w.safetensors") + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunCli("convert '" + dir.File("w.safetensors") + "' '" + dir.File("back.keras") + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto back = OpenModel(dir.File("back.keras")).value();
+  EXPECT_TRUE(testing::SameModel(m, *back, /*compare_metadata=*/false));
+  EXPECT_EQ(back->metadata()[std::string(keras::kConfigKey)], config);
+
+  ASSERT_TRUE(safetensors::Write(Model(), dir.File("bare.safetensors"), {}).ok());
+  r = RunCli("convert '" + dir.File("bare.safetensors") + "' '" + dir.File("bare.keras") + "'");
+  EXPECT_EQ(r.exit_code, 5) << r.out;
+  EXPECT_NE(r.err.find("write the weights as .weights.h5 instead"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.File("bare.keras")));
 }
 
 }  // namespace

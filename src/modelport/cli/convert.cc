@@ -1,11 +1,13 @@
 // `modelport convert SRC DST [--to FORMAT] [--dtype D] [--dequantize] [--shard-size SIZE] [--force]
-// [--json]`:
+// [--map torch-to-keras|keras-to-torch [--layer MODULE=KIND]... [--map-file F]] [--json]`:
 // streams SRC tensor by tensor into DST (atomically: temporary file, fsync, rename), casting
-// floating-point tensors when --dtype is given.
+// floating-point tensors when --dtype is given and re-laying out layers between the PyTorch and
+// Keras conventions with --map (convert/keras_map.h), whose report it prints.
 //
 // --json fields: "source", "source_format", "destination", "format", "dtype" (null when not
 // cast), "shard_size" (0: one file), "tensors", "bytes" (tensor bytes written), "seconds",
-// "files" (data files written), "index" (sharded only: the index path).
+// "files" (data files written), "index" (sharded only: the index path), "map" (with --map:
+// MapReport::ToJson).
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +20,7 @@
 
 #include "modelport/cli/cli_util.h"
 #include "modelport/convert/cast.h"
+#include "modelport/convert/keras_map.h"
 #include "modelport/convert/quantize.h"
 #include "modelport/formats/format.h"
 #include "modelport/formats/tflite/tflite.h"
@@ -34,7 +37,10 @@ struct ConvertOptions {
   std::string to;
   std::string dtype;
   std::string shard_size;
-  std::vector<std::string> meta;  // KEY=VALUE
+  std::vector<std::string> meta;    // KEY=VALUE
+  std::string map;                  // torch-to-keras | keras-to-torch
+  std::vector<std::string> layers;  // MODULE=KIND
+  std::string map_file;
   bool dequantize = false;
   bool force = false;
   bool json = false;
@@ -126,8 +132,41 @@ Status CheckNotSource(const ModelSource& src, const fs::path& dst, bool dst_is_f
   return Status::Ok();
 }
 
+// --map's options, checked before anything is opened.
+Result<std::optional<MapOptions>> ParseMapOptions(const ConvertOptions& opt) {
+  if (opt.map.empty()) {
+    if (!opt.layers.empty() || !opt.map_file.empty()) {
+      return InvalidArgument("--layer and --map-file need --map torch-to-keras|keras-to-torch");
+    }
+    return std::optional<MapOptions>();
+  }
+  MapOptions options;
+  MP_ASSIGN_OR_RETURN(options.direction, ParseMapDirection(opt.map));
+  if (!opt.map_file.empty()) MP_RETURN_IF_ERROR(AddLayerMapFile(opt.map_file, &options));
+  for (const std::string& layer : opt.layers) MP_RETURN_IF_ERROR(AddLayerOption(layer, &options));
+  return std::optional<MapOptions>(std::move(options));
+}
+
+void PrintMapReport(const MapReport& report) {
+  Table table({"source", "target", "kind", "transform"}, {false, false, false, false});
+  for (const MappedTensor& t : report.tensors) {
+    std::string sources;
+    for (const std::string& s : t.sources) sources += (sources.empty() ? "" : " + ") + s;
+    table.AddRow({sources.empty() ? "-" : sources, t.target.empty() ? "-" : t.target,
+                  t.kind.empty() ? "-" : t.kind, t.transform});
+  }
+  std::printf("mapping %.*s:\n", static_cast<int>(MapDirectionName(report.direction).size()),
+              MapDirectionName(report.direction).data());
+  table.Print(stdout);
+  for (const auto& [name, reason] : report.unmapped) {
+    std::printf("unmapped (carried over unchanged): %s: %s\n", name.c_str(), reason.c_str());
+  }
+  for (const std::string& note : report.notes) std::printf("note: %s\n", note.c_str());
+}
+
 Status Convert(const ConvertOptions& opt) {
   const bool sharded = !opt.shard_size.empty();
+  MP_ASSIGN_OR_RETURN(const std::optional<MapOptions> map_options, ParseMapOptions(opt));
   WriteOptions write_options;
   if (sharded) {
     MP_ASSIGN_OR_RETURN(write_options.shard_size, ParseSize(opt.shard_size));
@@ -188,6 +227,12 @@ Status Convert(const ConvertOptions& opt) {
     }
   }
   const ModelSource* in_ptr = dequantized ? dequantized.get() : source.get();
+  std::unique_ptr<ModelSource> mapped;
+  MapReport map_report;
+  if (map_options) {
+    MP_ASSIGN_OR_RETURN(mapped, MapLayers(*in_ptr, *map_options, &map_report));
+    in_ptr = mapped.get();
+  }
   std::unique_ptr<ModelSource> cast;
   if (dtype) cast = CastFloats(*in_ptr, *dtype);
   const ModelSource* out_ptr = cast ? cast.get() : in_ptr;
@@ -237,9 +282,11 @@ Status Convert(const ConvertOptions& opt) {
     doc["seconds"] = seconds;
     doc["files"] = files ? Json(files->files) : Json::array();
     if (files && !files->index.empty()) doc["index"] = files->index;
+    if (map_options) doc["map"] = map_report.ToJson();
     PrintJson(doc);
     return Status::Ok();
   }
+  if (map_options) PrintMapReport(map_report);
   std::string how(format->name);
   if (files && !files->index.empty()) {
     how += ", " + std::to_string(files->files.size()) + " shards + index";
@@ -277,6 +324,17 @@ Command AddConvertCommand(CLI::App& app) {
   sub->add_flag("--dequantize", opt->dequantize,
                 "turn quantized tensors into f32 first: TFLite int8/uint8 with scale and zero "
                 "point, int8 NAME + NAME_scale pairs, ggml block types");
+  sub->add_option("--map", opt->map,
+                  "re-lay out layers between PyTorch and Keras conventions: torch-to-keras or "
+                  "keras-to-torch (Linear/Dense, conv, depthwise, norms, embedding, LSTM, GRU); "
+                  "prints what each tensor became; unmapped tensors are carried over and listed");
+  sub->add_option("--layer", opt->layers,
+                  "with --map: the kind of a module/layer the tensors cannot tell, MODULE=KIND, "
+                  "repeatable (linear, conv, conv_transpose, depthwise[:M], batchnorm, layernorm, "
+                  "embedding, lstm, gru, rnn)")
+      ->allow_extra_args(false);
+  sub->add_option("--map-file", opt->map_file,
+                  "with --map: a JSON file {\"MODULE\": \"KIND\", ...} of --layer choices");
   sub->add_flag("--force", opt->force, "replace an existing DST");
   AddKeyOption(sub, &opt->key);
   sub->add_flag("--json", opt->json, "print one JSON document on stdout");

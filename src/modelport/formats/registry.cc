@@ -4,11 +4,13 @@
 
 #include "modelport/formats/format.h"
 #include "modelport/formats/gguf/gguf.h"
+#include "modelport/formats/keras/keras.h"
 #include "modelport/formats/numpy/numpy.h"
 #include "modelport/formats/onnx/onnx.h"
 #include "modelport/formats/safetensors/safetensors.h"
 #include "modelport/formats/tf/bundle.h"
 #include "modelport/formats/tf/saved_model.h"
+#include "modelport/formats/tfjs/tfjs.h"
 #include "modelport/formats/tflite/tflite.h"
 #include "modelport/formats/torch/torch.h"
 
@@ -72,6 +74,33 @@ const std::vector<FormatDescriptor>& Table() {
           .write = nullptr,
       },
       {
+          // Keras weights in HDF5: Keras 2 layouts (full model, save_weights) and the Keras 3
+          // .weights.h5 layout read; written as Keras 3 for *.weights.h5, else Keras 2.
+          .name = "keras_h5",
+          .extensions = {".weights.h5", ".h5", ".hdf5"},
+          .caps = {.read = true, .write = true, .zero_copy = true, .sharded = false},
+          .detect_bytes = keras::kDetectBytes,
+          .detect = keras::DetectH5,
+          .detect_dir = nullptr,
+          .open = keras::OpenH5,
+          .write = keras::WriteH5,
+      },
+      {
+          // .keras archives (zip of metadata.json, config.json, model.weights.h5). Writing
+          // needs a Keras config from the source (keras::WriteKeras refuses without one), so
+          // caps.write stays off: the conformance suite writes config-less models.
+          // Written only from a model that carries a Keras config (keras.config: read from a
+          // .keras or a full-model .h5); anything else is refused, suggesting .weights.h5.
+          .name = "keras",
+          .extensions = {".keras"},
+          .caps = {.read = true, .write = true, .zero_copy = true, .sharded = false},
+          .detect_bytes = keras::kDetectBytes,
+          .detect = keras::DetectKeras,
+          .detect_dir = nullptr,
+          .open = keras::OpenKeras,
+          .write = keras::WriteKeras,
+      },
+      {
           // Before onnx: saved_model.pb starts like an ONNX file (field 1 varint, field 2).
           // No generic writer: a SavedModel needs a graph; tf::SaveWithVariables rewrites one.
           .name = "saved_model",
@@ -93,6 +122,18 @@ const std::vector<FormatDescriptor>& Table() {
           .detect_dir = tf::DetectDir,
           .open = tf::Open,
           .write = tf::Write,
+      },
+      {
+          // TensorFlow.js: model.json (a JSON object with "weightsManifest") + weight shards.
+          // Tensors inside one shard are zero-copy; ones spanning shards are assembled.
+          .name = "tfjs",
+          .extensions = {"model.json"},
+          .caps = {.read = true, .write = true, .zero_copy = true, .sharded = true},
+          .detect_bytes = tfjs::kDetectBytes,
+          .detect = tfjs::Detect,
+          .detect_dir = tfjs::DetectDir,
+          .open = tfjs::Open,
+          .write = tfjs::Write,
       },
       {
           // No generic writer: an ONNX file needs a graph, which tensors alone do not give, so
