@@ -8,14 +8,11 @@
 // kept their old values), "unused" (with --allow-unused: weights that matched no variable),
 // "seconds".
 #include <CLI/CLI.hpp>
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-#include <set>
 #include <string>
-#include <vector>
 
 #include "modelport/cli/cli_util.h"
 #include "modelport/formats/format.h"
@@ -36,11 +33,8 @@ struct TfOptions {
 };
 
 Status RunSetWeights(const TfOptions& opt) {
-  MP_ASSIGN_OR_RETURN(const std::string version_dir, tf::ResolveVersionDir(opt.model));
-  MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> model, OpenModel(version_dir));
   MP_ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> weights,
                       OpenModel(opt.weights, KeyOptions(opt.key)));
-
   tf::SaveWithVariablesOptions options;
   options.version = opt.version;
   options.allow_missing = opt.allow_missing;
@@ -52,41 +46,34 @@ Status RunSetWeights(const TfOptions& opt) {
     };
   }
   const auto start = std::chrono::steady_clock::now();
-  auto written = tf::SaveWithVariables(version_dir, *weights, opt.out, options);
+  auto written = tf::SaveWithVariables(opt.model, *weights, opt.out, options);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   progress.Clear();
   if (!written) return written.error();
-
-  // Which variables took new values (string tensors, such as the TF2 object graph, are not
-  // among a SavedModel's tensors: they are kept as they are).
-  std::set<std::string> variables;
-  for (const TensorInfo& t : model->tensors()) variables.insert(t.name);
-  std::vector<std::string> replaced, unused, kept;
-  for (const TensorInfo& t : weights->tensors()) {
-    (variables.erase(t.name) > 0 ? replaced : unused).push_back(t.name);
-  }
-  kept.assign(variables.begin(), variables.end());
-  const std::string version = std::filesystem::path(*written).filename().string();
+  const tf::SaveWithVariablesReport& report = *written;
+  const std::string version = std::filesystem::path(report.version_dir).filename().string();
 
   if (opt.json) {
     Json doc = Json::object();
-    doc["source"] = version_dir;
+    doc["source"] = report.source_dir;
     doc["weights"] = opt.weights;
-    doc["destination"] = *written;
+    doc["destination"] = report.version_dir;
     doc["version"] = version;
-    doc["replaced"] = replaced;
-    doc["kept"] = kept;
-    doc["unused"] = unused;
+    doc["replaced"] = report.replaced;
+    doc["kept"] = report.kept;
+    doc["unused"] = report.unused;
     doc["seconds"] = seconds;
     PrintJson(doc);
     return Status::Ok();
   }
-  std::printf("wrote %s (TF Serving version %s) in %.2f s\n", written->c_str(), version.c_str(),
-              seconds);
-  std::printf("replaced %zu variable(s) from %s", replaced.size(), opt.weights.c_str());
-  if (!kept.empty()) std::printf("; %zu kept their old values", kept.size());
-  if (!unused.empty()) std::printf("; %zu weight(s) matched no variable", unused.size());
+  std::printf("wrote %s (TF Serving version %s) in %.2f s\n", report.version_dir.c_str(),
+              version.c_str(), seconds);
+  std::printf("replaced %zu variable(s) from %s", report.replaced.size(), opt.weights.c_str());
+  if (!report.kept.empty()) std::printf("; %zu kept their old values", report.kept.size());
+  if (!report.unused.empty()) {
+    std::printf("; %zu weight(s) matched no variable", report.unused.size());
+  }
   std::printf("\n");
   return Status::Ok();
 }

@@ -332,9 +332,10 @@ std::vector<std::string> SavedModelSource::notes() const {
   return out;
 }
 
-Result<std::string> SaveWithVariables(const std::string& saved_model_dir,
-                                      const ModelSource& weights, const std::string& out_dir,
-                                      const SaveWithVariablesOptions& options) {
+Result<SaveWithVariablesReport> SaveWithVariables(const std::string& saved_model_dir,
+                                                  const ModelSource& weights,
+                                                  const std::string& out_dir,
+                                                  const SaveWithVariablesOptions& options) {
   MP_ASSIGN_OR_RETURN(std::string src_dir, ResolveVersionDir(saved_model_dir));
   MP_ASSIGN_OR_RETURN(auto source, SavedModelSource::Open(src_dir, ReadOptions{}));
   const BundleSource* vars = source->variables();
@@ -346,6 +347,7 @@ Result<std::string> SaveWithVariables(const std::string& saved_model_dir,
 
   // Plan: every entry of the old bundle, its bytes from `weights` when a tensor matches.
   std::vector<BundleItem> items;
+  SaveWithVariablesReport report;
   std::vector<std::string> missing, mismatched;
   std::set<std::string> used;
   for (const BundleEntry& e : vars->entries()) {
@@ -365,6 +367,7 @@ Result<std::string> SaveWithVariables(const std::string& saved_model_dir,
                              std::string(DTypeName(w.dtype)) + " " + w.shape.ToString());
         continue;
       }
+      report.replaced.push_back(e.name);
       const size_t i = *index;
       item.bytes = w.byte_size;
       item.load = [&weights, i]() -> Result<std::shared_ptr<Buffer>> {
@@ -374,6 +377,7 @@ Result<std::string> SaveWithVariables(const std::string& saved_model_dir,
     } else {
       if (e.dtype != kDtString && (e.name.empty() || e.name[0] != '\0')) {
         missing.push_back(Quote(e.name));
+        report.kept.push_back(e.name);
       }
       item.keep_crc32c = e.crc32c;
       item.bytes = e.size;
@@ -397,7 +401,10 @@ Result<std::string> SaveWithVariables(const std::string& saved_model_dir,
   }
   std::vector<std::string> unused;
   for (const auto& t : weights.tensors()) {
-    if (!used.count(t.name)) unused.push_back(Quote(t.name));
+    if (!used.count(t.name)) {
+      unused.push_back(Quote(t.name));
+      report.unused.push_back(t.name);
+    }
   }
   if (!unused.empty() && !options.allow_unused) {
     return InvalidArgument(std::to_string(unused.size()) +
@@ -447,7 +454,9 @@ Result<std::string> SaveWithVariables(const std::string& saved_model_dir,
     fs::remove_all(tmp, ec);
     return s;
   }
-  return final_dir.string();
+  report.source_dir = src_dir;
+  report.version_dir = final_dir.string();
+  return report;
 }
 
 Result<std::unique_ptr<ModelSource>> OpenSavedModel(const std::string& path,

@@ -107,15 +107,25 @@ struct SaveWithVariablesOptions {
   WriteOptions write;
 };
 
+/// What SaveWithVariables wrote.
+struct SaveWithVariablesReport {
+  std::string source_dir;             ///< the SavedModel version folder read
+  std::string version_dir;            ///< the version folder's path
+  std::vector<std::string> replaced;  ///< variables given the new tensor of their name
+  std::vector<std::string> kept;      ///< variables that kept their value (allow_missing)
+  std::vector<std::string> unused;    ///< new tensors that matched no variable (allow_unused)
+};
+
 /// Writes a copy of the SavedModel at `saved_model_dir` to `out_dir`/<version>/ with every
 /// variable replaced by the tensor of the same name in `weights` (dtype and shape must match):
 /// saved_model.pb, fingerprint.pb, assets/ and assets.extra/ are copied byte for byte; string
 /// tensors (the TF2 object graph) are kept. The version folder is built under a hidden
 /// temporary name and renamed into place, so TF Serving never sees a partial version;
-/// AlreadyExists if it exists. Returns the version folder's path.
-Result<std::string> SaveWithVariables(const std::string& saved_model_dir,
-                                      const ModelSource& weights, const std::string& out_dir,
-                                      const SaveWithVariablesOptions& options = {});
+/// AlreadyExists if it exists.
+Result<SaveWithVariablesReport> SaveWithVariables(const std::string& saved_model_dir,
+                                                  const ModelSource& weights,
+                                                  const std::string& out_dir,
+                                                  const SaveWithVariablesOptions& options = {});
 
 /// Format table entry points.
 Result<std::unique_ptr<ModelSource>> OpenSavedModel(const std::string& path,

@@ -225,10 +225,12 @@ TEST(TfSavedModelTest, SaveWithVariablesTf1) {
   auto weights = Weights({{"a", 1.5f}, {"a2", -1.0f}, {"b", 4.0f}, {"c", 0.25f}, {"c2", 1e-3f}});
   auto out = SaveWithVariables(src.string(), *weights, tmp.File("serving"));
   ASSERT_TRUE(out.has_value()) << out.status().ToString();
-  EXPECT_EQ(*out, tmp.File("serving/00000123"));
-  EXPECT_EQ(ReadBytes(*out + "/saved_model.pb"), ReadBytes((src / "saved_model.pb").string()));
-  EXPECT_EQ(ReadBytes(*out + "/assets/foo.txt"), ReadBytes((src / "assets/foo.txt").string()));
-  auto back = OpenOrDie(*out);
+  EXPECT_EQ(out->version_dir, tmp.File("serving/00000123"));
+  EXPECT_EQ(ReadBytes(out->version_dir + "/saved_model.pb"),
+            ReadBytes((src / "saved_model.pb").string()));
+  EXPECT_EQ(ReadBytes(out->version_dir + "/assets/foo.txt"),
+            ReadBytes((src / "assets/foo.txt").string()));
+  auto back = OpenOrDie(out->version_dir);
   ASSERT_TRUE(back);
   EXPECT_EQ(ScalarOf(*back, "a"), 1.5f);
   EXPECT_EQ(ScalarOf(*back, "a2"), -1.0f);
@@ -251,7 +253,7 @@ TEST(TfSavedModelTest, SaveWithVariablesTf1) {
   v7.version = 7;
   auto seven = SaveWithVariables(src.string(), *weights, tmp.File("serving"), v7);
   ASSERT_TRUE(seven.has_value()) << seven.status().ToString();
-  EXPECT_EQ(*seven, tmp.File("serving/7"));
+  EXPECT_EQ(seven->version_dir, tmp.File("serving/7"));
   // TF Serving's base folder now resolves to the highest version.
   auto latest = SavedModelSource::Open(tmp.File("serving"), {});
   ASSERT_TRUE(latest.has_value());
@@ -267,9 +269,11 @@ TEST(TfSavedModelTest, SaveWithVariablesTf2KeepsObjectGraph) {
                           {"c/.ATTRIBUTES/VARIABLE_VALUE", 9.0f}});
   auto out = SaveWithVariables(src.string(), *weights, tmp.File("m"));
   ASSERT_TRUE(out.has_value()) << out.status().ToString();
-  EXPECT_EQ(ReadBytes(*out + "/saved_model.pb"), ReadBytes((src / "saved_model.pb").string()));
-  EXPECT_EQ(ReadBytes(*out + "/fingerprint.pb"), ReadBytes((src / "fingerprint.pb").string()));
-  auto back = OpenOrDie(*out);
+  EXPECT_EQ(ReadBytes(out->version_dir + "/saved_model.pb"),
+            ReadBytes((src / "saved_model.pb").string()));
+  EXPECT_EQ(ReadBytes(out->version_dir + "/fingerprint.pb"),
+            ReadBytes((src / "fingerprint.pb").string()));
+  auto back = OpenOrDie(out->version_dir);
   auto orig = OpenOrDie(src);
   ASSERT_TRUE(back && orig);
   EXPECT_EQ(ScalarOf(*back, "a/.ATTRIBUTES/VARIABLE_VALUE"), 2.5f);
@@ -309,10 +313,13 @@ TEST(TfSavedModelTest, SaveWithVariablesChecksNamesDtypesShapes) {
   allow.allow_missing = true;
   auto kept = SaveWithVariables(src, *partial, tmp.File("o"), allow);
   ASSERT_TRUE(kept.has_value()) << kept.status().ToString();
-  auto back = OpenOrDie(*kept);
+  auto back = OpenOrDie(kept->version_dir);
   ASSERT_TRUE(back);
   EXPECT_EQ(ScalarOf(*back, "a"), 1.0f);
   EXPECT_EQ(ScalarOf(*back, "b"), 3.0f);  // kept
+  EXPECT_EQ(kept->replaced, std::vector<std::string>{"a"});
+  EXPECT_EQ(kept->kept, (std::vector<std::string>{"b", "c"}));
+  EXPECT_TRUE(kept->unused.empty());
 
   // Unused tensors.
   auto extra = Weights({{"a", 1.0f}, {"b", 1.0f}, {"c", 1.0f}, {"zzz", 1.0f}});
@@ -320,6 +327,12 @@ TEST(TfSavedModelTest, SaveWithVariablesChecksNamesDtypesShapes) {
   EXPECT_EQ(unused.status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(unused.status().message(),
             "1 new tensor(s) match no variable of the SavedModel: 'zzz'");
+  SaveWithVariablesOptions ignore;
+  ignore.allow_unused = true;
+  auto ignored = SaveWithVariables(src, *extra, tmp.File("p"), ignore);
+  ASSERT_TRUE(ignored.has_value()) << ignored.status().ToString();
+  EXPECT_EQ(ignored->replaced, (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(ignored->unused, std::vector<std::string>{"zzz"});
 
   // Wrong dtype and wrong shape.
   Model wrong;
