@@ -271,6 +271,11 @@ class QuantizedSource final : public ModelSource {
           for (uint64_t p = b; p < end; p += kPiece) {
             const uint64_t pe = std::min(end, p + kPiece);
             uint8_t* blocks = dst + p / kBlockElems * block_bytes;
+            const std::span<const float> piece(x + p, pe - p);
+            if (info.dtype == DType::kQ8_0 &&
+                QuantizeQ8_0Measured(piece, blocks, &parts[b / kChunk])) {
+              continue;
+            }
             if (!QuantizeBlocks(info.dtype, std::span<const float>(x + p, pe - p), blocks).ok()) {
               return NonFiniteAt(x, p + FirstNonFinite(x + p, pe - p));
             }
@@ -317,6 +322,12 @@ class QuantizedSource final : public ModelSource {
             }
             for (uint64_t p = row; p < row_end; p += kPiece) {
               const uint64_t pe = std::min(row_end, p + kPiece);
+              // A piece within one channel is quantized and measured in one pass.
+              const uint64_t c = p / l.inner % l.channels;
+              if ((p / l.inner == (pe - 1) / l.inner) &&
+                  QuantizeInt8Measured(x + p, pe - p, scales[c], q + p, &parts[b / chunk])) {
+                continue;
+              }
               QuantizeInt8Range(x, l, scales.data(), p, pe, q);
               DequantizeInt8Range(q, l, scales.data(), p, pe, back.data() - p);
               parts[b / chunk].Add(x + p, back.data(), pe - p);

@@ -97,6 +97,17 @@ void QuantizeInt8Range(const float* x, const ChannelLayout& layout, const float*
 void DequantizeInt8Range(const int8_t* q, const ChannelLayout& layout, const float* scales,
                          uint64_t begin, uint64_t end, float* out);
 
+struct ErrorStats;
+/// QuantizeInt8Range over n elements of one channel (scale `scale`) and stats->Add of their
+/// dequantized values, in one pass with the same results. False (q written, stats untouched)
+/// where only the separate passes measure exactly (sums an f32 run cannot hold).
+bool QuantizeInt8Measured(const float* x, uint64_t n, float scale, int8_t* q, ErrorStats* stats);
+/// QuantizeBlocks(kQ8_0, ...) and stats->Add of the dequantized blocks, in one pass with the
+/// same results. False (out partly written, stats untouched) for what QuantizeBlocks refuses and
+/// where only the separate passes measure exactly (an f32-subnormal d, sums an f32 run cannot
+/// hold).
+bool QuantizeQ8_0Measured(std::span<const float> src, uint8_t* out, ErrorStats* stats);
+
 /// Error of an approximation `out` of `ref`, accumulated in double.
 struct ErrorStats {
   uint64_t count = 0;
@@ -107,6 +118,8 @@ struct ErrorStats {
   double dot = 0;         ///< sum out * ref
 
   void Add(const float* ref, const float* out, uint64_t n);
+  /// Replaces max_abs and the four sums (in member order) and counts `added` more elements.
+  void SetSums(double max, const double* sums, uint64_t added);
   void Merge(const ErrorStats& other);
   double rmse() const;
   /// 10 log10(signal / noise); +inf for an exact result, 0 for no elements.

@@ -62,6 +62,182 @@ constexpr int32_t kAbsMask = 0x7FFFFFFF;
 constexpr int32_t kExpMask = 0x7F800000;     // all ones: infinity or NaN
 constexpr uint32_t kBelowHalf = 0x3EFFFFFF;  // 0.5 - 2^-25, the f32 just below 0.5
 
+#define MP_INLINE inline __attribute__((always_inline))
+
+// The two halves of each pair of f32 lanes widened to double and added.
+MP_INLINE void Fold(F8 a, F8 b, D4* lo, D4* hi) {
+  *lo += __builtin_convertvector(__builtin_shufflevector(a, a, 0, 1, 2, 3), D4) +
+         __builtin_convertvector(__builtin_shufflevector(b, b, 0, 1, 2, 3), D4);
+  *hi += __builtin_convertvector(__builtin_shufflevector(a, a, 4, 5, 6, 7), D4) +
+         __builtin_convertvector(__builtin_shufflevector(b, b, 4, 5, 6, 7), D4);
+}
+MP_INLINE F8 Load8(const float* p) {
+  F8 v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// The low bytes of 8 int32 lanes, stored at `dst`.
+MP_INLINE void StoreLowBytes(I8x8 v, void* dst) {
+  const C32 bytes = reinterpret_cast<C32>(v);
+  const C8 packed = __builtin_shufflevector(bytes, bytes, 0, 4, 8, 12, 16, 20, 24, 28);
+  __builtin_memcpy(dst, &packed, sizeof(packed));
+}
+
+// clamp(round_half_even(x / s), -127, 127), as floats. Clamping first keeps |v| <= 127, where
+// adding and subtracting 1.5 * 2^23 rounds to the nearest integer, ties to even (as numpy's
+// round and ONNX QuantizeLinear do), in the default rounding mode.
+constexpr float kRoundMagic = 12582912.0f;
+MP_INLINE F8 Int8Quotients(F8 x, float s) {
+  F8 v = x / s;
+  v = v < -127.0f ? -127.0f : v;  // std::max(v, -127.0f)
+  v = 127.0f < v ? 127.0f : v;    // std::min(v, 127.0f)
+  return (v + kRoundMagic) - kRoundMagic;
+}
+MP_INLINE int8_t Int8Quotient(float x, float s) {
+  const float v = std::min(std::max(x / s, -127.0f), 127.0f);
+  return static_cast<int8_t>((v + kRoundMagic) - kRoundMagic);
+}
+
+// ErrorStats::Add's sums, fed 16 elements at a time. The squares and products are summed in f32
+// within runs of kRun elements, 16 lanes, so each lane sums 8 terms: with terms >= 0 (squares;
+// dot's where out keeps ref's sign, as int8 and q8_0 do) each run's sum is within 9 roundings
+// (9 * 2^-24 < 6e-7 relative) of the exact one; the runs are then summed in double. out - ref is
+// exact in f32 wherever out and ref are within a factor of 2 (Sterbenz), so max_abs is exact for
+// every quantized value, and otherwise within half an f32 ulp. Where a lane's sums overflowed,
+// or its squares sum below 2^-100 (f32 subnormals lose precision there, and squares of values
+// below 2^-75 vanish), Finish refuses and the caller sums the whole call again in double. That
+// includes lanes of exact zeros (all-zero rows, exact casts): correct, and as fast as before
+// this path existed. The fused quantizers below feed the same sums in the same order as
+// AddErrorStats over their dequantized output, so both give the same bits.
+constexpr uint64_t kRun = 128;
+
+struct RunStats {
+  // The current run's f32 sums, one pair of 8-lane vectors each (elements j..j+7 and
+  // j+8..j+15 of each step of 16); the finished runs' sums in double.
+  F8 e0{}, e1{}, r0{}, r1{}, o0{}, o1{}, d0{}, d1{};
+  D4 se0{}, se1{}, sr0{}, sr1{}, so0{}, so1{}, sd0{}, sd1{};
+  F8 mx{};
+  I8x8 redo{};
+
+  // 16 elements: ref and out at j (a) and j + 8 (b).
+  MP_INLINE void Step(F8 ra, F8 rb, F8 oa, F8 ob) {
+    const F8 ea = oa - ra, eb = ob - rb;
+    const F8 aa = reinterpret_cast<F8>(reinterpret_cast<I8x8>(ea) & kAbsMask);
+    const F8 ab = reinterpret_cast<F8>(reinterpret_cast<I8x8>(eb) & kAbsMask);
+    mx = aa > mx ? aa : mx;
+    mx = ab > mx ? ab : mx;
+    e0 += ea * ea;
+    e1 += eb * eb;
+    r0 += ra * ra;
+    r1 += rb * rb;
+    o0 += oa * oa;
+    o1 += ob * ob;
+    d0 += oa * ra;
+    d1 += ob * rb;
+  }
+
+  MP_INLINE void EndRun() {
+    const F8 ro = (r0 + r1) + (o0 + o1);
+    const F8 ee = e0 + e1;
+    const F8 all = ro + ee + (d0 + d1);  // NaN or infinite if any sum overflowed
+    redo |= ~(all <= FLT_MAX) | (ro < 0x1p-100f) | (ee < 0x1p-100f);
+    Fold(e0, e1, &se0, &se1);
+    Fold(r0, r1, &sr0, &sr1);
+    Fold(o0, o1, &so0, &so1);
+    Fold(d0, d1, &sd0, &sd1);
+    e0 = e1 = r0 = r1 = o0 = o1 = d0 = d1 = F8{};
+  }
+
+  // Adds the finished runs to *max_abs and sums; false (nothing added) when a run needs the
+  // double path.
+  MP_INLINE bool Finish(double* max_abs, double* sums) const {
+    bool exact = true;
+    for (int l = 0; l < kLanes; ++l) exact &= redo[l] == 0;
+    if (!exact) return false;
+    double m = *max_abs;
+    for (int l = 0; l < kLanes; ++l) m = std::max(m, static_cast<double>(mx[l]));
+    *max_abs = m;
+    for (int l = 0; l < kLanes / 2; ++l) {
+      sums[0] += se0[l] + se1[l];
+      sums[1] += sr0[l] + sr1[l];
+      sums[2] += so0[l] + so1[l];
+      sums[3] += sd0[l] + sd1[l];
+    }
+    return true;
+  }
+};
+
+// One element's terms, in double (the tails, and every element of a call that needs it).
+MP_INLINE void AddInDouble(double r, double o, double* max_abs, double* sums) {
+  const double e = o - r;
+  *max_abs = std::max(*max_abs, std::fabs(e));
+  sums[0] += e * e;
+  sums[1] += r * r;
+  sums[2] += o * o;
+  sums[3] += o * r;
+}
+
+// Feeds the whole runs of ref/out [i, n) to `st`; returns where the runs end.
+MP_INLINE uint64_t StepRuns(RunStats& st, const float* ref, const float* out, uint64_t i,
+                            uint64_t n) {
+  for (; i + kRun <= n; i += kRun) {
+    for (uint64_t j = i; j < i + kRun; j += 2 * kLanes) {
+      st.Step(Load8(ref + j), Load8(ref + j + kLanes), Load8(out + j), Load8(out + j + kLanes));
+    }
+    st.EndRun();
+  }
+  return i;
+}
+
+MP_HOT_LOOP void AddErrorStats(const float* ref, const float* out, uint64_t n, double* max_abs,
+                               double* sums) {
+  RunStats st;
+  uint64_t i = StepRuns(st, ref, out, 0, n);
+  if (!st.Finish(max_abs, sums)) i = 0;
+  for (; i < n; ++i) AddInDouble(ref[i], out[i], max_abs, sums);
+}
+
+// QuantizeInt8Run, DequantizeInt8Run and AddErrorStats in one pass: each 16 values are divided,
+// rounded, stored and measured while in registers. False (q written, nothing added) when the
+// f32 sums cannot be trusted; the caller then takes the three passes.
+MP_HOT_LOOP bool QuantizeInt8MeasuredRun(const float* x, uint64_t n, float s, int8_t* q,
+                                         double* max_abs, double* sums) {
+  RunStats st;
+  uint64_t i = 0;
+  for (; i + kRun <= n; i += kRun) {
+    for (uint64_t j = i; j < i + kRun; j += 2 * kLanes) {
+      F8 v[2], out[2];
+      for (int h = 0; h < 2; ++h) {
+        v[h] = Load8(x + j + h * kLanes);
+        const F8 rounded = Int8Quotients(v[h], s);
+        StoreLowBytes(__builtin_convertvector(rounded, I8x8), q + j + h * kLanes);
+        out[h] = rounded * s;  // the dequantized value, float(q) * s
+      }
+      st.Step(v[0], v[1], out[0], out[1]);
+    }
+    st.EndRun();
+  }
+  if (!st.Finish(max_abs, sums)) return false;
+  for (; i < n; ++i) {
+    q[i] = Int8Quotient(x[i], s);
+    AddInDouble(x[i], static_cast<float>(q[i]) * s, max_abs, sums);
+  }
+  return true;
+}
+
+// The f32 values of 8 f16 bit patterns that are +0, positive subnormal or normal, or +infinity
+// (what d = max|x| / 127 can round to; the sign and NaN cannot occur), as F16ToF32 gives them.
+MP_INLINE F8 HalfToFloat(U8x8 h) {
+  const U8x8 normal = (h << 13) + (112u << 23);
+  const F8 subnormal = __builtin_convertvector(h, F8) * 0x1p-24f;  // mantissa * 2^-24, exact
+  const U8x8 is_sub = reinterpret_cast<U8x8>(h < 0x400u);
+  const U8x8 is_inf = reinterpret_cast<U8x8>(h == 0x7C00u);
+  U8x8 bits = (reinterpret_cast<U8x8>(subnormal) & is_sub) | (normal & ~is_sub);
+  bits = (0x7F800000u & is_inf) | (bits & ~is_inf);
+  return reinterpret_cast<F8>(bits);
+}
+
 void PutF16(uint8_t* dst, float value) {
   const uint16_t bits = F32ToF16(value);
   dst[0] = static_cast<uint8_t>(bits);
@@ -152,74 +328,83 @@ void Q8Block(const float* x, uint8_t* y) {
   }
 }
 
-// Q8Block over `nb` blocks, vectorised, 8 blocks at a time: max |x| of each block (exact in any
-// order), then d = amax / 127, id = 1 / d and the f16 bits of d (F32ToF16's arithmetic, lane by
-// lane) for the 8 blocks together. roundf(v) is trunc(v + copysign(0.5 - 2^-25, v)) in f32: for
-// |v| < 2^23 the sum rounds to at least the next integer exactly when |v|'s fraction is >= 0.5
-// (half away from zero; adding 0.5 itself would push 0.49999997 up to 1). An infinite or NaN v
-// (id infinite: d an f32 subnormal) converts to the same 0x80000000 as the reference's cast.
-// False, with `y` partly written, if a value is not finite.
+// d = max |x| / 127, its f16 bits and id = 1 / d (0 for d = 0) of the 8 blocks at `x`, as
+// Q8Block computes them: max |x| of each block (exact in any order), then the rest on 8 lanes
+// (F32ToF16's arithmetic, lane by lane). False if a value is not finite.
+MP_INLINE bool Q8GroupScales(const float* x, F8* id, U8x8* h) {
+  // |x| compared as integers (the bits of non-negative floats order as their values), so an
+  // infinity or NaN comes out as a maximum at or above kExpMask.
+  I8x8 amax_bits;
+  for (int k = 0; k < kLanes; ++k) {
+    const float* xb = x + k * kBlock;
+    I8x8 m = {};
+    for (int i = 0; i < kBlock; i += kLanes) {
+      I8x8 v;
+      __builtin_memcpy(&v, xb + i, sizeof(v));
+      const I8x8 a = v & kAbsMask;
+      m = a > m ? a : m;
+    }
+    I8x8 t = __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3);
+    m = t > m ? t : m;
+    t = __builtin_shufflevector(m, m, 2, 3, 0, 1, 6, 7, 4, 5);
+    m = t > m ? t : m;
+    t = __builtin_shufflevector(m, m, 1, 0, 3, 2, 5, 4, 7, 6);
+    m = t > m ? t : m;
+    amax_bits[k] = m[0];
+  }
+  bool finite = true;
+  for (int k = 0; k < kLanes; ++k) finite &= amax_bits[k] < kExpMask;
+  if (!finite) return false;
+  const F8 amax = reinterpret_cast<F8>(amax_bits);
+  const F8 d = amax / 127.0f;
+  const F8 inv = 1.0f / d;
+  *id = d != 0.0f ? inv : F8{};
+  // F32ToF16 (convert/cast.cc), the same integer and float steps on 8 lanes.
+  const U8x8 xbits = reinterpret_cast<U8x8>(d);
+  const U8x8 sign = (xbits >> 16) & 0x8000u;
+  const U8x8 a = xbits & 0x7FFFFFFFu;
+  const U8x8 normal = (a - (112u << 23) + 0xFFFu + ((a >> 13) & 1u)) >> 13;
+  const U8x8 subnormal = reinterpret_cast<U8x8>(reinterpret_cast<F8>(a) + 0.5f) - 0x3F000000u;
+  const U8x8 nan = 0x7E00u | ((a >> 13) & 0x1FFu);
+  const U8x8 is_sub = reinterpret_cast<U8x8>(a < 0x38800000u);
+  const U8x8 is_big = reinterpret_cast<U8x8>(a >= 0x477FF000u);
+  const U8x8 is_nan = reinterpret_cast<U8x8>(a > 0x7F800000u);
+  U8x8 bits = (subnormal & is_sub) | (normal & ~is_sub);
+  bits = (0x7C00u & is_big) | (bits & ~is_big);
+  bits = (nan & is_nan) | (bits & ~is_nan);
+  *h = bits | sign;
+  return true;
+}
+
+// The int32 roundf(p) of 16 products, half away from zero: trunc(p + copysign(0.5 - 2^-25, p))
+// in f32. For |p| < 2^23 the sum rounds to at least the next integer exactly when |p|'s fraction
+// is >= 0.5 (adding 0.5 itself would push 0.49999997 up to 1). An infinite or NaN p (id
+// infinite: d an f32 subnormal) converts to the same 0x80000000 as the reference's cast.
+MP_INLINE I8x8 RoundHalfAway(F8 p) {
+  const F8 half = reinterpret_cast<F8>((reinterpret_cast<U8x8>(p) & 0x80000000u) | kBelowHalf);
+  return __builtin_convertvector(p + half, I8x8);
+}
+
+MP_INLINE void PutHalfBits(uint8_t* dst, uint32_t h) {
+  dst[0] = static_cast<uint8_t>(h);
+  dst[1] = static_cast<uint8_t>(h >> 8);
+}
+
+// Q8Block over `nb` blocks, vectorised, 8 blocks at a time. False, with `y` partly written, if a
+// value is not finite.
 MP_HOT_LOOP bool Q8Blocks(const float* x, size_t nb, uint8_t* y) {
-  constexpr size_t kGroup = kLanes;  // blocks per group
   constexpr size_t kOut = 2 + kBlock;
   size_t b = 0;
-  for (; b + kGroup <= nb; b += kGroup) {
-    // |x| compared as integers (the bits of non-negative floats order as their values), so an
-    // infinity or NaN comes out as a maximum at or above kExpMask.
-    I8x8 amax_bits;
-    for (size_t k = 0; k < kGroup; ++k) {
-      const float* xb = x + (b + k) * kBlock;
-      I8x8 m = {};
-      for (int i = 0; i < kBlock; i += kLanes) {
-        I8x8 v;
-        __builtin_memcpy(&v, xb + i, sizeof(v));
-        const I8x8 a = v & kAbsMask;
-        m = a > m ? a : m;
-      }
-      I8x8 t = __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3);
-      m = t > m ? t : m;
-      t = __builtin_shufflevector(m, m, 2, 3, 0, 1, 6, 7, 4, 5);
-      m = t > m ? t : m;
-      t = __builtin_shufflevector(m, m, 1, 0, 3, 2, 5, 4, 7, 6);
-      m = t > m ? t : m;
-      amax_bits[k] = m[0];
-    }
-    bool finite = true;
-    for (size_t k = 0; k < kGroup; ++k) finite &= amax_bits[k] < kExpMask;
-    if (!finite) return false;
-    const F8 amax = reinterpret_cast<F8>(amax_bits);
-    const F8 d = amax / 127.0f;
-    const F8 inv = 1.0f / d;
-    const F8 id = d != 0.0f ? inv : F8{};
-    // F32ToF16 (convert/cast.cc), the same integer and float steps on 8 lanes.
-    const U8x8 xbits = reinterpret_cast<U8x8>(d);
-    const U8x8 sign = (xbits >> 16) & 0x8000u;
-    const U8x8 a = xbits & 0x7FFFFFFFu;
-    const U8x8 normal = (a - (112u << 23) + 0xFFFu + ((a >> 13) & 1u)) >> 13;
-    const U8x8 subnormal = reinterpret_cast<U8x8>(reinterpret_cast<F8>(a) + 0.5f) - 0x3F000000u;
-    const U8x8 nan = 0x7E00u | ((a >> 13) & 0x1FFu);
-    const U8x8 is_sub = reinterpret_cast<U8x8>(a < 0x38800000u);
-    const U8x8 is_big = reinterpret_cast<U8x8>(a >= 0x477FF000u);
-    const U8x8 is_nan = reinterpret_cast<U8x8>(a > 0x7F800000u);
-    U8x8 h = (subnormal & is_sub) | (normal & ~is_sub);
-    h = (0x7C00u & is_big) | (h & ~is_big);
-    h = (nan & is_nan) | (h & ~is_nan);
-    h |= sign;
-    for (size_t k = 0; k < kGroup; ++k) {
+  for (; b + kLanes <= nb; b += kLanes) {
+    F8 id;
+    U8x8 h;
+    if (!Q8GroupScales(x + b * kBlock, &id, &h)) return false;
+    for (int k = 0; k < kLanes; ++k) {
       const float* xb = x + (b + k) * kBlock;
       uint8_t* yb = y + (b + k) * kOut;
-      yb[0] = static_cast<uint8_t>(h[k]);
-      yb[1] = static_cast<uint8_t>(h[k] >> 8);
-      const float idk = id[k];
+      PutHalfBits(yb, h[k]);
       for (int i = 0; i < kBlock; i += kLanes) {
-        F8 v;
-        __builtin_memcpy(&v, xb + i, sizeof(v));
-        const F8 p = v * idk;
-        const F8 half =
-            reinterpret_cast<F8>((reinterpret_cast<U8x8>(p) & 0x80000000u) | kBelowHalf);
-        const C32 bytes = reinterpret_cast<C32>(__builtin_convertvector(p + half, I8x8));
-        const C8 q = __builtin_shufflevector(bytes, bytes, 0, 4, 8, 12, 16, 20, 24, 28);
-        __builtin_memcpy(yb + 2 + i, &q, sizeof(q));
+        StoreLowBytes(RoundHalfAway(Load8(xb + i) * id[k]), yb + 2 + i);
       }
     }
   }
@@ -229,6 +414,60 @@ MP_HOT_LOOP bool Q8Blocks(const float* x, size_t nb, uint8_t* y) {
     }
     Q8Block(x + b * kBlock, y + b * kOut);
   }
+  return true;
+}
+
+// Q8Blocks, gguf's dequantization and AddErrorStats in one pass over the `nb` blocks at `x`.
+// False (y partly written, nothing added) for a value that is not finite, a block whose d is an
+// f32 subnormal (its stored bytes are not the rounded values) and sums the f32 runs cannot
+// hold: the caller then takes the three passes, which report or measure those.
+MP_HOT_LOOP bool Q8BlocksMeasured(const float* x, size_t nb, uint8_t* y, double* max_abs,
+                                  double* sums) {
+  constexpr size_t kOut = 2 + kBlock;
+  constexpr int kBlocksPerRun = kRun / kBlock;
+  RunStats st;
+  size_t b = 0;
+  for (; b + kLanes <= nb; b += kLanes) {
+    F8 id;
+    U8x8 h;
+    if (!Q8GroupScales(x + b * kBlock, &id, &h)) return false;
+    bool finite = true;
+    for (int k = 0; k < kLanes; ++k) finite &= id[k] <= FLT_MAX;
+    if (!finite) return false;
+    const F8 dh = HalfToFloat(h);  // the d a reader sees
+    for (int k = 0; k < kLanes; ++k) {
+      const float* xb = x + (b + k) * kBlock;
+      uint8_t* yb = y + (b + k) * kOut;
+      PutHalfBits(yb, h[k]);
+      for (int i = 0; i < kBlock; i += 2 * kLanes) {
+        F8 v[2], out[2];
+        for (int h2 = 0; h2 < 2; ++h2) {
+          v[h2] = Load8(xb + i + h2 * kLanes);
+          const I8x8 q = RoundHalfAway(v[h2] * id[k]);
+          StoreLowBytes(q, yb + 2 + i + h2 * kLanes);
+          out[h2] = __builtin_convertvector(q, F8) * dh[k];
+        }
+        st.Step(v[0], v[1], out[0], out[1]);
+      }
+      if (k % kBlocksPerRun == kBlocksPerRun - 1) st.EndRun();
+    }
+  }
+  // The last blocks (fewer than 8) one at a time, measured from their dequantized values.
+  const float* rest = x + b * kBlock;
+  const uint64_t n = (nb - b) * kBlock;
+  float back[kLanes * kBlock];
+  for (uint64_t j = 0; j < n; ++j) {
+    if (!std::isfinite(rest[j])) return false;
+  }
+  for (size_t k = 0; b + k < nb; ++k) {
+    uint8_t* yb = y + (b + k) * kOut;
+    Q8Block(rest + k * kBlock, yb);
+    const float dk = F16ToF32(static_cast<uint16_t>(yb[0] | (yb[1] << 8)));
+    for (int j = 0; j < kBlock; ++j) back[k * kBlock + j] = static_cast<int8_t>(yb[2 + j]) * dk;
+  }
+  uint64_t i = StepRuns(st, rest, back, 0, n);
+  if (!st.Finish(max_abs, sums)) return false;
+  for (; i < n; ++i) AddInDouble(rest[i], back[i], max_abs, sums);
   return true;
 }
 
@@ -394,116 +633,18 @@ MP_HOT_LOOP bool AbsMaxRun(const float* x, uint64_t n, float* m) {
   return finite;
 }
 
-// q = clamp(round_half_even(x / s), -127, 127) over x[0, n). Clamping first keeps |v| <= 127,
-// where adding and subtracting 1.5 * 2^23 rounds to the nearest integer, ties to even (as
-// numpy's round and ONNX QuantizeLinear do), in the default rounding mode.
+// q = clamp(round_half_even(x / s), -127, 127) over x[0, n) (Int8Quotients).
 MP_HOT_LOOP void QuantizeInt8Run(const float* x, uint64_t n, float s, int8_t* q) {
-  constexpr float kMagic = 12582912.0f;
   uint64_t k = 0;
   for (; k + kLanes <= n; k += kLanes) {
-    F8 v;
-    __builtin_memcpy(&v, x + k, sizeof(v));
-    v = v / s;
-    v = v < -127.0f ? -127.0f : v;  // std::max(v, -127.0f)
-    v = 127.0f < v ? 127.0f : v;    // std::min(v, 127.0f)
-    const I8x8 t = __builtin_convertvector((v + kMagic) - kMagic, I8x8);
-    // The low byte of each lane is its int8 (|t| <= 127).
-    const C32 bytes = reinterpret_cast<C32>(t);
-    const C8 r = __builtin_shufflevector(bytes, bytes, 0, 4, 8, 12, 16, 20, 24, 28);
-    __builtin_memcpy(q + k, &r, sizeof(r));
+    StoreLowBytes(__builtin_convertvector(Int8Quotients(Load8(x + k), s), I8x8), q + k);
   }
-  for (; k < n; ++k) {
-    const float v = std::min(std::max(x[k] / s, -127.0f), 127.0f);
-    q[k] = static_cast<int8_t>((v + kMagic) - kMagic);
-  }
+  for (; k < n; ++k) q[k] = Int8Quotient(x[k], s);
 }
 
 MP_HOT_LOOP void DequantizeInt8Run(const int8_t* __restrict q, uint64_t n, float s,
                                    float* __restrict out) {
   for (uint64_t k = 0; k < n; ++k) out[k] = static_cast<float>(q[k]) * s;
-}
-
-// ErrorStats::Add's sums. The squares and products are summed in f32 within runs of kRun
-// elements, 16 lanes, so each lane sums 8 terms: with terms >= 0 (squares; dot's where out keeps
-// ref's sign, as int8 and q8_0 do) each run's sum is within 9 roundings (9 * 2^-24 < 6e-7
-// relative) of the exact one; the runs are then summed in double. out - ref is exact in f32
-// wherever out and ref are within a factor of 2 (Sterbenz), so max_abs is exact for every
-// quantized value, and otherwise within half an f32 ulp. The tail (fewer than kRun elements) is
-// summed in double, as is every run the f32 sums cannot hold (below).
-MP_HOT_LOOP void AddErrorStats(const float* ref, const float* out, uint64_t n, double* max_abs,
-                               double* sums) {
-  constexpr uint64_t kRun = 128;
-  D4 se0 = {}, se1 = {}, sr0 = {}, sr1 = {}, so0 = {}, so1 = {}, sd0 = {}, sd1 = {};
-  F8 mx = {};
-  I8x8 redo = {};
-  uint64_t i = 0;
-  for (; i + kRun <= n; i += kRun) {
-    F8 e0 = {}, e1 = {}, r0 = {}, r1 = {}, o0 = {}, o1 = {}, d0 = {}, d1 = {};
-    for (uint64_t j = i; j < i + kRun; j += 2 * kLanes) {
-      F8 ra, rb, oa, ob;
-      __builtin_memcpy(&ra, ref + j, sizeof(F8));
-      __builtin_memcpy(&rb, ref + j + kLanes, sizeof(F8));
-      __builtin_memcpy(&oa, out + j, sizeof(F8));
-      __builtin_memcpy(&ob, out + j + kLanes, sizeof(F8));
-      const F8 ea = oa - ra, eb = ob - rb;
-      const F8 aa = reinterpret_cast<F8>(reinterpret_cast<I8x8>(ea) & kAbsMask);
-      const F8 ab = reinterpret_cast<F8>(reinterpret_cast<I8x8>(eb) & kAbsMask);
-      mx = aa > mx ? aa : mx;
-      mx = ab > mx ? ab : mx;
-      e0 += ea * ea;
-      e1 += eb * eb;
-      r0 += ra * ra;
-      r1 += rb * rb;
-      o0 += oa * oa;
-      o1 += ob * ob;
-      d0 += oa * ra;
-      d1 += ob * rb;
-    }
-    // Where a lane's sums overflowed, or its squares sum below 2^-100 (f32 subnormals lose
-    // precision there, and squares of values below 2^-75 vanish), the whole call is summed again
-    // in double. That includes lanes of exact zeros (all-zero rows, exact casts): correct, and
-    // as fast as before this path existed.
-    const F8 ro = (r0 + r1) + (o0 + o1);
-    const F8 ee = e0 + e1;
-    const F8 all = ro + ee + (d0 + d1);  // NaN or infinite if any sum overflowed
-    redo |= ~(all <= FLT_MAX) | (ro < 0x1p-100f) | (ee < 0x1p-100f);
-    // Both halves of each pair of f32 lanes widened, then added in double.
-#define MP_FOLD(acc, a, b)                                                           \
-  acc##0 += __builtin_convertvector(__builtin_shufflevector(a, a, 0, 1, 2, 3), D4) + \
-            __builtin_convertvector(__builtin_shufflevector(b, b, 0, 1, 2, 3), D4);  \
-  acc##1 += __builtin_convertvector(__builtin_shufflevector(a, a, 4, 5, 6, 7), D4) + \
-            __builtin_convertvector(__builtin_shufflevector(b, b, 4, 5, 6, 7), D4)
-    MP_FOLD(se, e0, e1);
-    MP_FOLD(sr, r0, r1);
-    MP_FOLD(so, o0, o1);
-    MP_FOLD(sd, d0, d1);
-#undef MP_FOLD
-  }
-  double m = *max_abs;
-  bool exact = true;
-  for (int l = 0; l < kLanes; ++l) {
-    m = std::max(m, static_cast<double>(mx[l]));
-    exact &= redo[l] == 0;
-  }
-  if (exact) {
-    for (int l = 0; l < kLanes / 2; ++l) {
-      sums[0] += se0[l] + se1[l];
-      sums[1] += sr0[l] + sr1[l];
-      sums[2] += so0[l] + so1[l];
-      sums[3] += sd0[l] + sd1[l];
-    }
-  } else {
-    i = 0;
-  }
-  for (; i < n; ++i) {
-    const double r = ref[i], o = out[i], e = o - r;
-    m = std::max(m, std::fabs(e));
-    sums[0] += e * e;
-    sums[1] += r * r;
-    sums[2] += o * o;
-    sums[3] += o * r;
-  }
-  *max_abs = m;
 }
 
 }  // namespace
@@ -553,14 +694,37 @@ void DequantizeInt8(const int8_t* q, const ChannelLayout& l, const float* scales
   DequantizeInt8Range(q, l, scales, 0, l.elements(), out);
 }
 
-void ErrorStats::Add(const float* ref, const float* out, uint64_t n) {
-  double sums[4] = {sum_sq_err, sum_sq_ref, sum_sq_out, dot};
-  AddErrorStats(ref, out, n, &max_abs, sums);
+bool QuantizeInt8Measured(const float* x, uint64_t n, float scale, int8_t* q, ErrorStats* stats) {
+  double max_abs = stats->max_abs;
+  double sums[4] = {stats->sum_sq_err, stats->sum_sq_ref, stats->sum_sq_out, stats->dot};
+  if (!QuantizeInt8MeasuredRun(x, n, scale, q, &max_abs, sums)) return false;
+  stats->SetSums(max_abs, sums, n);
+  return true;
+}
+
+bool QuantizeQ8_0Measured(std::span<const float> src, uint8_t* out, ErrorStats* stats) {
+  if (src.size() % kBlock != 0) return false;
+  double max_abs = stats->max_abs;
+  double sums[4] = {stats->sum_sq_err, stats->sum_sq_ref, stats->sum_sq_out, stats->dot};
+  if (!Q8BlocksMeasured(src.data(), src.size() / kBlock, out, &max_abs, sums)) return false;
+  stats->SetSums(max_abs, sums, src.size());
+  return true;
+}
+
+void ErrorStats::SetSums(double max, const double* sums, uint64_t added) {
+  max_abs = max;
   sum_sq_err = sums[0];
   sum_sq_ref = sums[1];
   sum_sq_out = sums[2];
   dot = sums[3];
-  count += n;
+  count += added;
+}
+
+void ErrorStats::Add(const float* ref, const float* out, uint64_t n) {
+  double sums[4] = {sum_sq_err, sum_sq_ref, sum_sq_out, dot};
+  double max = max_abs;
+  AddErrorStats(ref, out, n, &max, sums);
+  SetSums(max, sums, n);
 }
 
 void ErrorStats::Merge(const ErrorStats& other) {

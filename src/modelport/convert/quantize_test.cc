@@ -282,6 +282,112 @@ TEST(ErrorStats, ExactAndKnownError) {
   EXPECT_NEAR(e.cosine(), 34.0 / (std::sqrt(30.0) * std::sqrt(39.0)), 1e-12);
 }
 
+void ExpectSameStats(const ErrorStats& a, const ErrorStats& b) {
+  EXPECT_EQ(a.count, b.count);
+  // Bit for bit: the one-pass kernels add the same terms in the same order.
+  EXPECT_EQ(std::memcmp(&a.max_abs, &b.max_abs, sizeof(double)), 0)
+      << a.max_abs << " " << b.max_abs;
+  EXPECT_EQ(std::memcmp(&a.sum_sq_err, &b.sum_sq_err, sizeof(double)), 0);
+  EXPECT_EQ(std::memcmp(&a.sum_sq_ref, &b.sum_sq_ref, sizeof(double)), 0);
+  EXPECT_EQ(std::memcmp(&a.sum_sq_out, &b.sum_sq_out, sizeof(double)), 0);
+  EXPECT_EQ(std::memcmp(&a.dot, &b.dot, sizeof(double)), 0);
+}
+
+std::vector<float> Normal(size_t n, uint32_t seed, float sigma) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, sigma);
+  std::vector<float> x(n);
+  for (float& v : x) v = dist(rng);
+  return x;
+}
+
+TEST(Int8, OnePassEqualsQuantizeDequantizeAndMeasure) {
+  // Lengths around the 128-element runs and the 16-element steps; a tie-heavy input too.
+  for (const size_t n : {0u, 1u, 15u, 16u, 127u, 128u, 129u, 300u, 2048u, 2047u}) {
+    for (int variant = 0; variant < 2; ++variant) {
+      std::vector<float> x = Normal(n, static_cast<uint32_t>(n) + 7, 0.05f);
+      const float scale = variant == 0 ? 0.0011f : 0.25f;
+      if (variant == 1) {
+        for (size_t i = 0; i < n; ++i) x[i] = (static_cast<float>(i % 17) - 8.0f) * 0.125f;
+      }
+      ChannelLayout one;
+      one.inner = n;
+      std::vector<int8_t> q_two(n), q_one(n, 99);
+      std::vector<float> back(n);
+      QuantizeInt8Range(x.data(), one, &scale, 0, n, q_two.data());
+      DequantizeInt8Range(q_two.data(), one, &scale, 0, n, back.data());
+      ErrorStats two, fused;
+      two.Add(x.data(), back.data(), n);
+      ASSERT_TRUE(QuantizeInt8Measured(x.data(), n, scale, q_one.data(), &fused)) << n;
+      EXPECT_EQ(q_one, q_two) << n;
+      ExpectSameStats(fused, two);
+    }
+  }
+}
+
+TEST(Int8, OnePassLeavesSumsItCannotHoldToTheSeparatePasses) {
+  // Squares beyond f32's range and below 2^-100 need the double sums: the kernel says so.
+  for (const float big : {3e20f, 1e-30f}) {
+    std::vector<float> x(256, big);
+    std::vector<int8_t> q(256);
+    const float scale = big / 127.0f;
+    ErrorStats stats;
+    EXPECT_FALSE(QuantizeInt8Measured(x.data(), x.size(), scale, q.data(), &stats)) << big;
+    EXPECT_EQ(stats.count, 0u);
+  }
+}
+
+TEST(QuantizeBlocks, Q8_0OnePassEqualsQuantizeDequantizeAndMeasure) {
+  for (const size_t blocks : {1u, 3u, 4u, 7u, 8u, 9u, 12u, 16u, 64u, 71u}) {
+    const size_t n = blocks * 32;
+    std::vector<float> x = Normal(n, static_cast<uint32_t>(blocks), 0.02f);
+    for (size_t i = 64; i < std::min<size_t>(n, 96); ++i) x[i] = 0.0f;  // an all-zero block
+    if (n >= 128) x[100] = 1e7f;  // a block whose d rounds to f16 infinity
+    std::vector<uint8_t> two(blocks * 34), one(blocks * 34, 0xAA);
+    ASSERT_TRUE(QuantizeBlocks(DType::kQ8_0, x, two.data()).ok());
+    std::vector<float> back(n);
+    ASSERT_TRUE(gguf::DequantizeToF32(DType::kQ8_0, two, back.data()).ok());
+    ErrorStats separate, fused;
+    separate.Add(x.data(), back.data(), n);
+    const bool measured = QuantizeQ8_0Measured(x, one.data(), &fused);
+    EXPECT_EQ(one, two) << blocks;
+    if (n >= 128) {
+      // 1e7 / 127 is above f16's largest: d is stored as infinity and its block dequantizes
+      // to NaN (0 * inf), which only the double sums measure.
+      EXPECT_FALSE(measured);
+      continue;
+    }
+    ASSERT_TRUE(measured) << blocks;
+    ExpectSameStats(fused, separate);
+  }
+  for (const size_t blocks : {8u, 64u, 13u}) {
+    const size_t n = blocks * 32;
+    const std::vector<float> x = Normal(n, 99u + static_cast<uint32_t>(blocks), 1.5f);
+    std::vector<uint8_t> two(blocks * 34), one(blocks * 34);
+    ASSERT_TRUE(QuantizeBlocks(DType::kQ8_0, x, two.data()).ok());
+    std::vector<float> back(n);
+    ASSERT_TRUE(gguf::DequantizeToF32(DType::kQ8_0, two, back.data()).ok());
+    ErrorStats separate, fused;
+    separate.Add(x.data(), back.data(), n);
+    ASSERT_TRUE(QuantizeQ8_0Measured(x, one.data(), &fused));
+    EXPECT_EQ(one, two);
+    ExpectSameStats(fused, separate);
+  }
+}
+
+TEST(QuantizeBlocks, Q8_0OnePassRefusesWhatTheSeparatePassesHandle) {
+  std::vector<float> x(256, 0.5f);
+  std::vector<uint8_t> out(8 * 34);
+  ErrorStats stats;
+  x[200] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_FALSE(QuantizeQ8_0Measured(x, out.data(), &stats));
+  x[200] = 0.5f;
+  for (size_t i = 32; i < 64; ++i) x[i] = 1e-40f;  // d an f32 subnormal: 1 / d is infinite
+  EXPECT_FALSE(QuantizeQ8_0Measured(x, out.data(), &stats));
+  EXPECT_FALSE(QuantizeQ8_0Measured(std::span<const float>(x.data(), 33), out.data(), &stats));
+  EXPECT_EQ(stats.count, 0u);
+}
+
 // --- Whole models -----------------------------------------------------------------------------
 
 TensorView F32Tensor(const std::string& name, Shape shape, uint32_t seed, float scale = 0.1f) {
