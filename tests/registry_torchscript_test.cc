@@ -4,9 +4,12 @@
 // (tests/oracle/torchscript_registry.py makes the models and checks the exports).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
+#include "modelport/core/file.h"
 #include "modelport/core/tensor.h"
+#include "modelport/formats/zip/zip.h"
 #include "test_util.h"
 
 namespace mp {
@@ -59,6 +62,31 @@ TEST(RegistryTorchScript, ScriptedModelsExportAsTheArchiveTorchRuns) {
   r = testing::RunCli("inspect '" + dir.File("e2.pt") + "' --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(Json::parse(r.out).at("tensors").size(), 5u);
+
+  // The graph's record list is JSON: an archive with a record name that is not UTF-8 (the s1
+  // archive plus one such record) is refused with one line, and nothing is registered.
+  {
+    auto in = zip::Reader::Open(InputFile::Open(dir.File("s1.pt")).value()).value();
+    auto out = zip::Writer::Create(dir.File("bad.pt")).value();
+    for (size_t e = 0; e < in->entries().size(); ++e) {
+      auto bytes = in->Read(e).value();
+      const std::span<const uint8_t> part = bytes->span();
+      ASSERT_TRUE(out->AddStored(in->entries()[e].name, std::span(&part, 1), 64).ok());
+    }
+    const std::string& first = in->entries().front().name;
+    const std::string extra = first.substr(0, first.find('/')) + "/extra/notes\xff\xfe.txt";
+    const uint8_t text[] = {'h', 'i'};
+    const std::span<const uint8_t> part(text);
+    ASSERT_TRUE(out->AddStored(extra, std::span(&part, 1)).ok());
+    ASSERT_TRUE(out->Finish(false).ok());
+  }
+  r = testing::RunCli("registry push bad '" + dir.File("bad.pt") + "'" + reg);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("has a name that is not valid UTF-8"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  r = testing::RunCli("registry list --json" + reg);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("\"bad\""), std::string::npos) << r.out;
 }
 
 }  // namespace

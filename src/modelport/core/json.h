@@ -19,4 +19,9 @@ inline constexpr int kMaxHeaderJsonDepth = 8;
 Result<Json> ParseStrictJson(std::string_view text, std::string_view what,
                              int max_depth = kMaxHeaderJsonDepth);
 
+/// True when `text` is well-formed UTF-8: no stray or missing continuation bytes, overlong
+/// forms, surrogates or code points past U+10FFFF. JSON strings must be (nlohmann throws on
+/// dumping anything else), and so must names that become JSON.
+bool IsValidUtf8(std::string_view text);
+
 }  // namespace mp

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "modelport/core/file.h"
+#include "modelport/core/json.h"
 
 namespace mp::gguf {
 namespace {
@@ -119,45 +120,6 @@ std::string TypeText(const TypeNode& node) {
   return "[" + TypeText(node.items.front()) + "]";
 }
 
-bool ValidUtf8(std::string_view s) {
-  size_t i = 0;
-  const size_t n = s.size();
-  while (i < n) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    int len;
-    uint32_t cp;
-    if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + static_cast<size_t>(len) > n) return false;
-    for (int k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + static_cast<size_t>(k)]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return false;
-    }
-    i += static_cast<size_t>(len);
-  }
-  return true;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Reading
 
@@ -230,7 +192,7 @@ class Cursor {
     MP_RETURN_IF_ERROR(CheckLimit(len, what));
     std::string s(static_cast<size_t>(len), '\0');
     MP_RETURN_IF_ERROR(Read(s.data(), len, what));
-    if (!ValidUtf8(s)) return Corrupt(std::string(what) + " is not valid UTF-8");
+    if (!IsValidUtf8(s)) return Corrupt(std::string(what) + " is not valid UTF-8");
     return s;
   }
 
@@ -924,7 +886,7 @@ Result<std::vector<MetaEntry>> BuildMetadata(const ModelSource& source, const st
   if (!has_meta) return out;
   for (const auto& [key, raw] : meta.items()) {
     if (IsSplitKey(key)) continue;
-    if (!ValidUtf8(key)) return InvalidArgument("metadata key is not valid UTF-8");
+    if (!IsValidUtf8(key)) return InvalidArgument("metadata key is not valid UTF-8");
     Json value = raw;
     // Other formats (safetensors) keep metadata as strings holding the JSON text of non-string
     // values; such a string becomes its value again.
@@ -952,7 +914,7 @@ Result<std::vector<MetaEntry>> BuildMetadata(const ModelSource& source, const st
     if (!type) {
       value = Json(value.dump(-1, ' ', false, Json::error_handler_t::replace));
       type = TypeNode{ValueType::kString, ValueType::kU8, {}};
-    } else if (value.is_string() && !ValidUtf8(value.get_ref<const std::string&>())) {
+    } else if (value.is_string() && !IsValidUtf8(value.get_ref<const std::string&>())) {
       return InvalidArgument("metadata " + Quote(key) + ": value is not valid UTF-8");
     }
     out.push_back({key, std::move(value), std::move(*type)});
@@ -987,7 +949,7 @@ Result<std::vector<PlannedTensor>> PlanTensors(const ModelSource& source) {
                              std::string(DTypeName(t.dtype)) + " block size " +
                              std::to_string(block));
     }
-    if (!ValidUtf8(t.name)) return InvalidArgument(tensor + ": name is not valid UTF-8");
+    if (!IsValidUtf8(t.name)) return InvalidArgument(tensor + ": name is not valid UTF-8");
     out.push_back({i, *type, 0});
   }
   return out;

@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "modelport/core/json.h"
+
 namespace mp::torch {
 namespace {
 
@@ -207,41 +209,6 @@ bool IsTorchScriptGlobal(std::string_view name) {
   return false;
 }
 
-bool ValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<uint8_t>(s[i]);
-    size_t n;
-    uint32_t cp = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      n = 1;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + n >= s.size()) return false;
-    for (size_t k = 1; k <= n; ++k) {
-      const auto d = static_cast<uint8_t>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-      return false;
-    i += n + 1;
-  }
-  return true;
-}
-
 void AppendUtf8(std::string& out, uint32_t cp) {
   if (cp < 0x80) {
     out += static_cast<char>(cp);
@@ -381,8 +348,9 @@ class Vm {
     v->text.assign(reinterpret_cast<const char*>(p), n);
     // Python 2 str (BINSTRING, SHORT_BINSTRING) decodes to str when it can, as torch.load does.
     if (op_ == 'T' || op_ == 'U')
-      v->kind = ValidUtf8(v->text) ? ValueKind::kStr : ValueKind::kBytes;
-    if (v->kind == ValueKind::kStr && !ValidUtf8(v->text)) return Err("string is not valid UTF-8");
+      v->kind = IsValidUtf8(v->text) ? ValueKind::kStr : ValueKind::kBytes;
+    if (v->kind == ValueKind::kStr && !IsValidUtf8(v->text))
+      return Err("string is not valid UTF-8");
     return Push(v);
   }
   Status PushInt(int64_t i) {
@@ -1024,7 +992,7 @@ Status Vm::Step(uint8_t op) {
             return Err(std::string("unsupported escape \\") + c + " in STRING");
         }
       }
-      const bool utf8 = ValidUtf8(out);
+      const bool utf8 = IsValidUtf8(out);
       MP_ASSIGN_OR_RETURN(v, New(utf8 ? ValueKind::kStr : ValueKind::kBytes, out.size()));
       v->text = std::move(out);
       return Push(v);

@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "modelport/core/json.h"
 #include "modelport/formats/sharded.h"
 #include "modelport/formats/torch/pickle.h"
 #include "modelport/formats/zip/zip.h"
@@ -706,6 +707,15 @@ Result<bool> SplitTorchScript(const ModelSource& source, const std::string& grap
     if (name == kGraphRecordsName) {
       return InvalidArgument("the TorchScript archive holds a record named " + Quote(name) +
                              ", which modelport's TorchScript graph reserves");
+    }
+    // The record list is JSON, which holds UTF-8 only (torch writes ASCII names).
+    if (!IsValidUtf8(name)) {
+      return InvalidArgument("the TorchScript archive's record " + std::to_string(e + 1) +
+                             " has a name that is not valid UTF-8");
+    }
+    if (tensors[e] && !IsValidUtf8(source.tensors()[*tensors[e]].name)) {
+      return InvalidArgument("the TorchScript archive's record " + Quote(name) +
+                             " holds a tensor whose name is not valid UTF-8");
     }
     if (tensors[e]) {
       records.push_back({{"name", name}, {"tensor", source.tensors()[*tensors[e]].name}});
