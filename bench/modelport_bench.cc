@@ -2,7 +2,8 @@
 // 1 GiB float32 model and prints one table of medians with ratios to the limits and to the peers.
 // A benchmark, not a test: targets are reported as PASS/MISS and never asserted.
 //
-//   modelport_bench [--dir DIR] [--reps N] [--threads N] [--no-peers] [--keep] [--only quantize]
+//   modelport_bench [--dir DIR] [--reps N] [--threads N] [--no-peers] [--keep]
+//                   [--only quantize|registry]
 //
 // Every file it makes lives in DIR (default /tmp/modelport-bench) and is removed at the end
 // unless --keep is given. docs/PERFORMANCE.md explains each row.
@@ -1006,6 +1007,79 @@ void QuantizeRows(const Options& opt, const std::string& model_path, uint64_t ra
   }
 }
 
+/// The registry rows: push the model into a fresh registry (durable: every new blob fsync'd) and
+/// push it again (nothing new to store), both against H, SHA-256 of as many bytes on all
+/// threads; export a version to safetensors against `cat in > out` [C] (no fsync, like cat);
+/// and ten fine-tunes of the model, each changing 10% of its tensors, reported as stored /
+/// logical.
+void RegistryRows(const Options& opt, const std::string& model_path, const std::string& scratch,
+                  const Limits& lim, std::vector<Row>& rows) {
+  const int reps = opt.reps;
+  const std::string root = opt.dir + "/registry";
+  auto src = Take(OpenModel(model_path), "open");
+  const uint64_t bytes = Take(src->TotalBytes(), "bytes");
+  std::unique_ptr<registry::Registry> reg;
+  auto fresh = [&] {
+    reg.reset();
+    fs::remove_all(root);
+    reg = Take(registry::Registry::Init(root, ""), "registry init");
+  };
+  auto push = [&](const ModelSource& m, bool durable) {
+    registry::PushOptions o;
+    o.durable = durable;
+    return Take(reg->Push("m", m, o), "push");
+  };
+  rows.push_back({.name = "-- registry (the 1 GiB model)"});
+  const Stat first = Summarize(Time(
+      reps, fresh, [&] { push(*src, true); }, nullptr));
+  rows.push_back({.name = "push, new (durable)",
+                  .time = first,
+                  .bytes = bytes,
+                  .vs_limit = VsLimit(first.ms, lim.sha_mt, "H"),
+                  .target = "<= 1.2x H: " + Verdict(first.ms <= 1.2 * lim.sha_mt)});
+  const Stat again = Summarize(Time(
+      reps, nullptr, [&] { push(*src, true); }, nullptr));
+  rows.push_back({.name = "push again (all blobs present)",
+                  .time = again,
+                  .bytes = bytes,
+                  .vs_limit = VsLimit(again.ms, lim.sha_mt, "H"),
+                  .target = "<= 1.2x H: " + Verdict(again.ms <= 1.2 * lim.sha_mt)});
+  const registry::VersionRecord v =
+      Take(reg->Resolve(Take(registry::ParseRef("m@1"), "ref")), "resolve");
+  ::sync();  // the pushes' writeback would otherwise throttle the rows below
+  const Stat cat = Summarize(Time(
+      reps, nullptr, [&] { CatTo(model_path, scratch); }, [&] { Remove(scratch); }));
+  rows.push_back({.name = "cat in > out, the model [C]", .time = cat, .bytes = bytes});
+  WriteOptions scratch_write;
+  scratch_write.durable = false;
+  const Stat exported = Summarize(Time(
+      reps, nullptr,
+      [&] {
+        // As `registry export` does: every blob re-hashed on all cores, then streamed.
+        Check(reg->Verify(v), "verify version");
+        auto stored = Take(reg->Load(v, /*verify=*/false), "load version");
+        Check(safetensors::Write(*stored, scratch, scratch_write), "export");
+      },
+      [&] { Remove(scratch); }));
+  rows.push_back({.name = "export -> safetensors (verified first)",
+                  .time = exported,
+                  .bytes = bytes,
+                  .vs_limit = VsLimit(exported.ms, cat.ms, "C"),
+                  .target = "<= 1.3x C: " + Verdict(exported.ms <= 1.3 * cat.ms)});
+  fresh();
+  push(*src, false);
+  for (size_t k = 0; k < 10; ++k) push(FineTune(*src, k), false);
+  const registry::StorageReport du = Take(reg->Du(), "du");
+  rows.push_back(
+      {.name = "base + 10 fine-tunes (10% each): stored / logical",
+       .target = Fmt("%.3f",
+                     static_cast<double>(du.stored_bytes) / static_cast<double>(du.logical_bytes)) +
+                 Fmt(" (%.2f GiB of ", static_cast<double>(du.stored_bytes) / (1 << 30)) +
+                 Fmt("%.2f GiB)", static_cast<double>(du.logical_bytes) / (1 << 30))});
+  reg.reset();
+  fs::remove_all(root);
+}
+
 int RunBench(const Options& opt) {
   Check(MakeDirs(opt.dir), "bench folder");
   const std::string model_path = opt.dir + "/model.safetensors";
@@ -1083,6 +1157,11 @@ int RunBench(const Options& opt) {
   const std::map<std::string, std::string> expected = ExpectedDigests(specs);
   const Limits lim = MeasureLimits(opt, model_path, scratch, file_bytes, rows);
   const size_t limits_end = rows.size();
+  if (opt.only == "registry") {
+    RegistryRows(opt, model_path, scratch, lim, rows);
+    finish(rows, "");
+    return 0;
+  }
 
   // The peers run between the limits and modelport, while this process holds little memory.
   const Peers peers = RunPeers(opt, model_path);
@@ -1463,75 +1542,7 @@ int RunBench(const Options& opt) {
     for (const std::string& p : {ext_path, ext_data, inline_path}) Remove(p);
   }
 
-  // Registry: push the model into a fresh registry (durable: every new blob fsync'd) and push it
-  // again (nothing new to store), both against H, SHA-256 of as many bytes on all threads;
-  // export a version to safetensors against `cat in > out` [C] (no fsync, like cat); and ten
-  // fine-tunes of the model, each changing 10% of its tensors, reported as stored / logical.
-  {
-    const std::string root = opt.dir + "/registry";
-    auto src = Take(OpenModel(model_path), "open");
-    const uint64_t bytes = Take(src->TotalBytes(), "bytes");
-    std::unique_ptr<registry::Registry> reg;
-    auto fresh = [&] {
-      reg.reset();
-      fs::remove_all(root);
-      reg = Take(registry::Registry::Init(root, ""), "registry init");
-    };
-    auto push = [&](const ModelSource& m, bool durable) {
-      registry::PushOptions o;
-      o.durable = durable;
-      return Take(reg->Push("m", m, o), "push");
-    };
-    rows.push_back({.name = "-- registry (the 1 GiB model)"});
-    const Stat first = Summarize(Time(
-        reps, fresh, [&] { push(*src, true); }, nullptr));
-    rows.push_back({.name = "push, new (durable)",
-                    .time = first,
-                    .bytes = bytes,
-                    .vs_limit = VsLimit(first.ms, lim.sha_mt, "H"),
-                    .target = "<= 1.2x H: " + Verdict(first.ms <= 1.2 * lim.sha_mt)});
-    const Stat again = Summarize(Time(
-        reps, nullptr, [&] { push(*src, true); }, nullptr));
-    rows.push_back({.name = "push again (all blobs present)",
-                    .time = again,
-                    .bytes = bytes,
-                    .vs_limit = VsLimit(again.ms, lim.sha_mt, "H"),
-                    .target = "<= 1.2x H: " + Verdict(again.ms <= 1.2 * lim.sha_mt)});
-    const registry::VersionRecord v =
-        Take(reg->Resolve(Take(registry::ParseRef("m@1"), "ref")), "resolve");
-    ::sync();  // the pushes' writeback would otherwise throttle the rows below
-    const Stat cat = Summarize(Time(
-        reps, nullptr, [&] { CatTo(model_path, scratch); }, [&] { Remove(scratch); }));
-    rows.push_back({.name = "cat in > out, the model [C]", .time = cat, .bytes = bytes});
-    WriteOptions scratch_write;
-    scratch_write.durable = false;
-    const Stat exported = Summarize(Time(
-        reps, nullptr,
-        [&] {
-          // As `registry export` does: every blob re-hashed on all cores, then streamed.
-          Check(reg->Verify(v), "verify version");
-          auto stored = Take(reg->Load(v, /*verify=*/false), "load version");
-          Check(safetensors::Write(*stored, scratch, scratch_write), "export");
-        },
-        [&] { Remove(scratch); }));
-    rows.push_back({.name = "export -> safetensors (verified first)",
-                    .time = exported,
-                    .bytes = bytes,
-                    .vs_limit = VsLimit(exported.ms, cat.ms, "C"),
-                    .target = "<= 1.3x C: " + Verdict(exported.ms <= 1.3 * cat.ms)});
-    fresh();
-    push(*src, false);
-    for (size_t k = 0; k < 10; ++k) push(FineTune(*src, k), false);
-    const registry::StorageReport du = Take(reg->Du(), "du");
-    rows.push_back(
-        {.name = "base + 10 fine-tunes (10% each): stored / logical",
-         .target = Fmt("%.3f", static_cast<double>(du.stored_bytes) /
-                                   static_cast<double>(du.logical_bytes)) +
-                   Fmt(" (%.2f GiB of ", static_cast<double>(du.stored_bytes) / (1 << 30)) +
-                   Fmt("%.2f GiB)", static_cast<double>(du.logical_bytes) / (1 << 30))});
-    reg.reset();
-    fs::remove_all(root);
-  }
+  RegistryRows(opt, model_path, scratch, lim, rows);
 
   // Quantize: the M limit joins the machine limits, the quantize rows come last.
   {
@@ -1579,18 +1590,21 @@ int Main(int argc, char** argv) {
       opt.keep = true;
     } else if (a == "--only") {
       opt.only = value();
-      if (opt.only != "quantize") Die("--only takes 'quantize', not '" + opt.only + "'");
+      if (opt.only != "quantize" && opt.only != "registry") {
+        Die("--only takes 'quantize' or 'registry', not '" + opt.only + "'");
+      }
     } else if (a == "--help" || a == "-h") {
       std::printf(
           "usage: modelport_bench [--dir DIR] [--reps N] [--threads N] [--no-peers] [--keep]\n"
-          "                       [--only quantize]\n"
+          "                       [--only quantize|registry]\n"
           "  --dir DIR    scratch folder for the generated model and outputs "
           "(default /tmp/modelport-bench; needs ~4 GiB)\n"
           "  --reps N     repetitions per measurement, median reported (default 5)\n"
           "  --threads N  threads for the digest and quantize measurements (default: all CPUs)\n"
           "  --no-peers   skip torch/numpy/onnx (bench/peers.py)\n"
           "  --keep       keep the generated inputs for the next run\n"
-          "  --only quantize  only the memory-read limit M and the quantize rows\n");
+          "  --only quantize  only the memory-read limit M and the quantize rows\n"
+          "  --only registry  only the machine limits and the registry rows\n");
       return 0;
     } else {
       Die("unknown argument '" + a + "' (see --help)");

@@ -17,6 +17,7 @@ PACKAGES=(
   libleveldb-dev libflatbuffers-dev flatbuffers-compiler libhdf5-dev  # TensorFlow formats (#9)
   # oracle tests and the benchmark's peers (run with /usr/bin/python3)
   python3 python3-numpy python3-torch python3-onnx python3-h5py libonnx-testdata
+  xxhash  # xxhsum: the reference tool the XXH3 checksum is tested against
 )
 
 # One dpkg-query for all packages; unknown ones print nothing (and make it exit 1).

@@ -272,7 +272,7 @@ void AddCommon(CLI::App* sub, QuantizeCliOptions* o) {
   sub->add_option("--registry", o->root,
                   "registry folder (default $MODELPORT_REGISTRY, else ~/.modelport/registry)");
   sub->add_option("--db", o->db, "registry database URL (default $MODELPORT_DB, else SQLite)");
-  sub->add_flag("--no-verify", o->no_verify, "registry source: skip re-hashing blobs as they load");
+  sub->add_flag("--no-verify", o->no_verify, "registry source: skip checking blobs as they load");
   AddKeyOption(sub, &o->key);
   sub->add_flag("--json", o->json, "print one JSON document on stdout");
 }

@@ -372,8 +372,9 @@ Status Export(const RegistryOptions& o) {
   MP_ASSIGN_OR_RETURN(auto ref, registry::ParseRef(o.ref));
   MP_ASSIGN_OR_RETURN(VersionRecord v, reg->Resolve(ref));
   MP_ASSIGN_OR_RETURN(const FormatDescriptor* format, FormatForOutput(o.dst, o.to));
-  // Every blob is re-hashed up front, on all cores, so a damaged version fails before anything
-  // is written; the export then reads the checked blobs as they are.
+  // Every blob is checked up front, on all cores (against the XXH3 checksum its manifest keeps,
+  // or its SHA-256 for versions pushed before manifests kept one), so a damaged version fails
+  // before anything is written; the export then reads the checked blobs as they are.
   if (!o.no_verify) MP_RETURN_IF_ERROR(reg->Verify(v));
   MP_ASSIGN_OR_RETURN(auto model, reg->Load(v, /*verify=*/false));
   // ONNX needs a graph: versions pushed from ONNX keep theirs (Registry::ExportOnnx).
@@ -647,7 +648,7 @@ Command AddRegistryCommand(CLI::App& app) {
   exp->add_option("DST", o->dst, "file to write")->required();
   exp->add_option("--to", o->to, "output format (default: from DST's extension)");
   exp->add_flag("--assets", o->with_assets, "also write the version's assets beside DST");
-  exp->add_flag("--no-verify", o->no_verify, "skip re-hashing blobs while reading");
+  exp->add_flag("--no-verify", o->no_verify, "skip checking the blobs before writing");
   exp->add_flag("--force", o->force, "replace existing files");
 
   CLI::App* rm = verb("rm", "Remove a version (its blobs go at the next gc).", status(Rm));

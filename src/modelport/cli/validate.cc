@@ -232,7 +232,7 @@ Command AddValidateCommand(CLI::App& app) {
                   "repeatable)");
   sub->add_flag("--allow-torchscript", o->allow_torchscript,
                 "load and run TorchScript with libtorch (this executes code stored in the file)");
-  sub->add_flag("--no-verify", o->no_verify, "registry: skip re-hashing blobs as they load");
+  sub->add_flag("--no-verify", o->no_verify, "registry: skip checking blobs as they load");
   AddKeyOption(sub, &o->key);
   sub->add_option("--registry", o->root,
                   "registry folder for references (default $MODELPORT_REGISTRY, else "

@@ -167,6 +167,9 @@ void InputFile::Advise(uint64_t offset, uint64_t length, AccessHint hint) const 
     case AccessHint::kRandom:
       advice = MADV_RANDOM;
       break;
+    case AccessHint::kPopulate:
+      advice = MADV_POPULATE_READ;  // Linux 5.14; older kernels refuse it, and faults do the work
+      break;
   }
   const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   const uint64_t start = offset / page * page;

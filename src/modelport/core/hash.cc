@@ -1,6 +1,7 @@
 #include "modelport/core/hash.h"
 
 #include <openssl/evp.h>
+#include <xxhash.h>
 
 #include <cstdio>
 
@@ -33,6 +34,41 @@ Digest Sha256::Finish() {
   unsigned int len = 0;
   EVP_DigestFinal_ex(impl_->ctx, out.data(), &len);
   return out;
+}
+
+struct Xxh3::Impl {
+  XXH3_state_t* state = nullptr;
+};
+
+Xxh3::Xxh3() : impl_(std::make_unique<Impl>()) {
+  impl_->state = XXH3_createState();
+  XXH3_128bits_reset(impl_->state);
+}
+
+Xxh3::~Xxh3() { XXH3_freeState(impl_->state); }
+
+void Xxh3::Update(std::span<const uint8_t> bytes) {
+  if (!bytes.empty()) XXH3_128bits_update(impl_->state, bytes.data(), bytes.size());
+}
+
+std::string Xxh3::FinishHex() {
+  XXH128_canonical_t canonical;
+  XXH128_canonicalFromHash(&canonical, XXH3_128bits_digest(impl_->state));
+  std::string out;
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (const unsigned char b : canonical.digest) {
+    out += kHex[b >> 4];
+    out += kHex[b & 15];
+  }
+  return out;
+}
+
+bool IsXxh3Hex(std::string_view text) {
+  if (text.size() != 32) return false;
+  for (const char c : text) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
 }
 
 std::string ToHex(const Digest& digest) {

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,6 +30,28 @@ constexpr std::string_view kPrefix = "sha256:";
 // Chunk for streaming copies: large enough that syscalls are noise next to hashing, small
 // enough to stay in cache-friendly territory and bound memory.
 constexpr size_t kChunk = 4 << 20;
+
+std::string Sha256Hex(std::span<const uint8_t> bytes) {
+  Sha256 sha;
+  sha.Update(bytes);
+  return ToHex(sha.Finish());
+}
+
+std::string Xxh3Hex(std::span<const uint8_t> bytes) {
+  Xxh3 xxh;
+  xxh.Update(bytes);
+  return xxh.FinishHex();
+}
+
+// Each blob file carries its XXH3 checksum in this extended attribute, so storing bytes the
+// store already holds needs only their SHA-256 (a push of an unchanged model hashes once).
+// Where the filesystem keeps no user attributes the checksum is computed again instead.
+constexpr char kXxh3Attribute[] = "user.modelport.xxh3";
+
+// Records `xxh3` on the blob being written (before it is made read-only).
+void RecordChecksum(int fd, const std::string& xxh3) {
+  (void)::fsetxattr(fd, kXxh3Attribute, xxh3.data(), xxh3.size(), 0);
+}
 // A blob found already present whose inode changed this recently may belong to a writer that
 // has renamed it but not yet fsync'd its folder; a durable Put then fsyncs that folder itself.
 constexpr int64_t kFreshSeconds = 60;
@@ -151,6 +174,21 @@ struct BlobStore::Impl {
   // The present blob's stat (nullopt when absent; Corrupt when not a regular file); with
   // `durable`, a fresh blob's folder is fsync'd (see kFreshSeconds).
   Result<std::optional<struct stat>> Existing(const std::string& hex, bool durable) const;
+  // The XXH3 checksum of present blob `hex`: the one recorded on it, else computed from
+  // `bytes` (its content, as the caller holds it).
+  std::string ChecksumOf(const std::string& hex, std::span<const uint8_t> bytes) const {
+    char value[32];
+    if (::getxattr(BlobPath(hex).c_str(), kXxh3Attribute, value, sizeof(value)) ==
+        static_cast<ssize_t>(sizeof(value))) {
+      std::string text(value, sizeof(value));
+      if (IsXxh3Hex(text)) return text;
+    }
+    return Xxh3Hex(bytes);
+  }
+  // The blob file of `digest` (NotFound naming the store when absent).
+  Result<std::shared_ptr<InputFile>> OpenBlob(const std::string& digest) const;
+  // Re-reads the blob: against its XXH3 checksum `xxh3`, or its SHA-256 name when that is "".
+  Status Check(const InputFile& f, const std::string& digest, std::string_view xxh3) const;
 };
 
 Result<std::unique_ptr<TempBlob>> BlobStore::Impl::CreateTemp() const {
@@ -288,14 +326,17 @@ BlobStore::~BlobStore() = default;
 const std::string& BlobStore::root() const { return impl_->root; }
 
 Result<BlobInfo> BlobStore::Put(std::span<const uint8_t> bytes, bool durable) {
-  Sha256 sha;
-  sha.Update(bytes);
-  const std::string hex = ToHex(sha.Finish());
-  BlobInfo info{std::string(kPrefix) + hex, bytes.size(), false};
+  const std::string hex = Sha256Hex(bytes);
+  BlobInfo info{std::string(kPrefix) + hex, bytes.size(), false, {}};
   MP_ASSIGN_OR_RETURN(auto existing, impl_->Existing(hex, durable));
-  if (existing && static_cast<uint64_t>(existing->st_size) == bytes.size()) return info;
+  if (existing && static_cast<uint64_t>(existing->st_size) == bytes.size()) {
+    info.xxh3 = impl_->ChecksumOf(hex, bytes);
+    return info;
+  }
+  info.xxh3 = Xxh3Hex(bytes);
   MP_ASSIGN_OR_RETURN(auto temp, impl_->CreateTemp());
   MP_RETURN_IF_ERROR(WriteAll(temp->fd(), bytes.data(), bytes.size(), temp->path()));
+  RecordChecksum(temp->fd(), info.xxh3);
   // A present blob of the wrong size is damaged; these bytes repair it.
   MP_ASSIGN_OR_RETURN(info.written, impl_->Install(*temp, hex, durable, existing.has_value()));
   return info;
@@ -305,16 +346,23 @@ Result<BlobInfo> BlobStore::PutHashed(std::span<const uint8_t> bytes, const std:
                                       bool durable) {
   if (!IsDigest(digest)) return BadDigest(digest);
   const std::string hex = HexOf(digest);
-  BlobInfo info{digest, bytes.size(), false};
+  BlobInfo info{digest, bytes.size(), false, {}};
   MP_ASSIGN_OR_RETURN(auto existing, impl_->Existing(hex, durable));
-  if (existing && static_cast<uint64_t>(existing->st_size) == bytes.size()) return info;
+  if (existing && static_cast<uint64_t>(existing->st_size) == bytes.size()) {
+    info.xxh3 = impl_->ChecksumOf(hex, bytes);
+    return info;
+  }
   MP_ASSIGN_OR_RETURN(auto temp, impl_->CreateTemp());
   Sha256 sha;
+  Xxh3 xxh;
   for (size_t off = 0; off < bytes.size(); off += kChunk) {
     const size_t n = std::min(kChunk, bytes.size() - off);
     sha.Update(bytes.subspan(off, n));
+    xxh.Update(bytes.subspan(off, n));
     MP_RETURN_IF_ERROR(WriteAll(temp->fd(), bytes.data() + off, n, temp->path()));
   }
+  info.xxh3 = xxh.FinishHex();
+  RecordChecksum(temp->fd(), info.xxh3);
   const std::string actual = ToHex(sha.Finish());
   if (actual != hex) {
     return ChecksumMismatch(digest + ": the " + std::to_string(bytes.size()) +
@@ -346,6 +394,7 @@ Result<BlobInfo> BlobStore::PutFile(const std::string& path, bool durable) {
   MP_ASSIGN_OR_RETURN(auto temp, impl_->CreateTemp());
   std::vector<uint8_t> buf(static_cast<size_t>(std::min<uint64_t>(size, kChunk)));
   Sha256 sha;
+  Xxh3 xxh;
   uint64_t done = 0;
   while (done < size) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(size - done, buf.size()));
@@ -357,11 +406,13 @@ Result<BlobInfo> BlobStore::PutFile(const std::string& path, bool durable) {
                      std::to_string(size) + " bytes read)");
     }
     sha.Update(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)));
+    xxh.Update(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)));
     MP_RETURN_IF_ERROR(WriteAll(temp->fd(), buf.data(), static_cast<size_t>(n), temp->path()));
     done += static_cast<uint64_t>(n);
   }
   const std::string hex = ToHex(sha.Finish());
-  BlobInfo info{std::string(kPrefix) + hex, size, false};
+  BlobInfo info{std::string(kPrefix) + hex, size, false, xxh.FinishHex()};
+  RecordChecksum(temp->fd(), info.xxh3);
   MP_ASSIGN_OR_RETURN(auto existing, impl_->Existing(hex, durable));
   if (existing && static_cast<uint64_t>(existing->st_size) == size) return info;  // ~TempBlob
   MP_ASSIGN_OR_RETURN(info.written, impl_->Install(*temp, hex, durable, existing.has_value()));
@@ -385,18 +436,21 @@ std::unique_ptr<BlobStore::Batch> BlobStore::NewBatch(bool durable) {
 }
 
 Result<BlobInfo> BlobStore::Batch::Put(std::span<const uint8_t> bytes) {
-  Sha256 sha;
-  sha.Update(bytes);
-  const std::string hex = ToHex(sha.Finish());
-  BlobInfo info{std::string(kPrefix) + hex, bytes.size(), false};
+  const std::string hex = Sha256Hex(bytes);
+  BlobInfo info{std::string(kPrefix) + hex, bytes.size(), false, {}};
   MP_ASSIGN_OR_RETURN(auto existing, state_->store.Existing(hex, state_->durable));
-  if (existing && static_cast<uint64_t>(existing->st_size) == bytes.size()) return info;
+  if (existing && static_cast<uint64_t>(existing->st_size) == bytes.size()) {
+    info.xxh3 = state_->store.ChecksumOf(hex, bytes);
+    return info;
+  }
+  info.xxh3 = Xxh3Hex(bytes);
   {
     std::lock_guard<std::mutex> lock(state_->mu);
     if (!state_->hexes.insert(hex).second) return info;  // another tensor of this batch
   }
   MP_ASSIGN_OR_RETURN(auto temp, state_->store.CreateTemp());
   MP_RETURN_IF_ERROR(WriteAll(temp->fd(), bytes.data(), bytes.size(), temp->path()));
+  RecordChecksum(temp->fd(), info.xxh3);
   if (::fchmod(temp->fd(), 0444) != 0) return IoError(Errno("cannot chmod", temp->path()));
   // Start writing it back now (asynchronously), so that Publish's sync mostly finds it done.
   if (state_->durable) (void)::sync_file_range(temp->fd(), 0, 0, SYNC_FILE_RANGE_WRITE);
@@ -453,50 +507,65 @@ Result<std::string> BlobStore::PathOf(const std::string& digest) const {
   return impl_->BlobPath(HexOf(digest));
 }
 
-Result<std::shared_ptr<Buffer>> BlobStore::Read(const std::string& digest, bool verify) const {
-  MP_ASSIGN_OR_RETURN(std::string path, PathOf(digest));
-  auto file = InputFile::Open(path);
+Result<std::shared_ptr<InputFile>> BlobStore::Impl::OpenBlob(const std::string& digest) const {
+  if (!IsDigest(digest)) return BadDigest(digest);
+  auto file = InputFile::Open(BlobPath(HexOf(digest)));
   if (!file.ok()) {
     if (file.status().code() == StatusCode::kNotFound) {
-      return NotFound(digest + ": no such blob in " + impl_->root);
+      return NotFound(digest + ": no such blob in " + root);
     }
     return file.status();
   }
-  MP_ASSIGN_OR_RETURN(auto bytes, (*file)->Read(0, (*file)->size()));
-  if (verify) {
-    (*file)->Advise(0, (*file)->size(), AccessHint::kSequential);
-    Sha256 sha;
-    sha.Update(bytes->span());
+  // Every caller reads the whole blob (a blob is one tensor, asset or manifest).
+  (*file)->Advise(0, (*file)->size(), AccessHint::kPopulate);
+  return file;
+}
+
+Status BlobStore::Impl::Check(const InputFile& f, const std::string& digest,
+                              std::string_view xxh3) const {
+  Sha256 sha;
+  Xxh3 xxh;
+  for (uint64_t off = 0; off < f.size(); off += kChunk) {
+    const uint64_t n = std::min<uint64_t>(kChunk, f.size() - off);
+    MP_ASSIGN_OR_RETURN(auto chunk, f.Read(off, n));
+    if (xxh3.empty()) {
+      sha.Update(chunk->span());
+    } else {
+      xxh.Update(chunk->span());
+    }
+  }
+  const std::string path = BlobPath(HexOf(digest));
+  if (xxh3.empty()) {
     const std::string actual = ToHex(sha.Finish());
     if (actual != HexOf(digest)) {
       return ChecksumMismatch(path + ": blob " + digest + " now hashes to sha256:" + actual);
     }
+    return Status::Ok();
   }
-  return bytes;
-}
-
-Status BlobStore::Verify(const std::string& digest) const {
-  MP_ASSIGN_OR_RETURN(std::string path, PathOf(digest));
-  auto file = InputFile::Open(path);
-  if (!file.ok()) {
-    if (file.status().code() == StatusCode::kNotFound) {
-      return NotFound(digest + ": no such blob in " + impl_->root);
-    }
-    return file.status();
-  }
-  const auto& f = **file;
-  f.Advise(0, f.size(), AccessHint::kSequential);
-  Sha256 sha;
-  for (uint64_t off = 0; off < f.size(); off += kChunk) {
-    const uint64_t n = std::min<uint64_t>(kChunk, f.size() - off);
-    MP_ASSIGN_OR_RETURN(auto chunk, f.Read(off, n));
-    sha.Update(chunk->span());
-  }
-  const std::string actual = ToHex(sha.Finish());
-  if (actual != HexOf(digest)) {
-    return ChecksumMismatch(path + ": blob " + digest + " now hashes to sha256:" + actual);
+  const std::string actual = xxh.FinishHex();
+  if (actual != xxh3) {
+    return ChecksumMismatch(path + ": blob " + digest + " no longer matches its xxh3 checksum " +
+                            std::string(xxh3) + " (now " + actual + ")");
   }
   return Status::Ok();
+}
+
+Result<std::shared_ptr<Buffer>> BlobStore::Read(const std::string& digest, bool verify) const {
+  MP_ASSIGN_OR_RETURN(auto file, impl_->OpenBlob(digest));
+  if (verify) MP_RETURN_IF_ERROR(impl_->Check(*file, digest, {}));
+  return file->Read(0, file->size());
+}
+
+Result<std::shared_ptr<Buffer>> BlobStore::ReadChecked(const std::string& digest,
+                                                       std::string_view xxh3) const {
+  MP_ASSIGN_OR_RETURN(auto file, impl_->OpenBlob(digest));
+  MP_RETURN_IF_ERROR(impl_->Check(*file, digest, xxh3));
+  return file->Read(0, file->size());
+}
+
+Status BlobStore::Verify(const std::string& digest, std::string_view xxh3) const {
+  MP_ASSIGN_OR_RETURN(auto file, impl_->OpenBlob(digest));
+  return impl_->Check(*file, digest, xxh3);
 }
 
 Result<std::vector<BlobStore::Entry>> BlobStore::List() const {

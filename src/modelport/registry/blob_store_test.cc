@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -41,6 +42,13 @@ std::string DigestOf(std::span<const uint8_t> bytes) {
 }
 
 /// "sha256:<hex>" as the system's sha256sum prints it for `path`.
+// XXH3-128 of a file by xxHash's own tool, as 32 hex digits.
+std::string Xxh3sum(const std::string& path) {
+  auto r = mp::testing::Run("xxhsum -H2 '" + path + "'");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return r.out.substr(0, 32);
+}
+
 std::string Sha256sum(const std::string& path) {
   auto r = mp::testing::Run("sha256sum '" + path + "'");
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -297,6 +305,90 @@ TEST(BlobStore, FlippedBitIsCaughtByVerifiedReads) {
   auto unverified = store->Read(info->digest, false);
   ASSERT_TRUE(unverified.ok());
   EXPECT_EQ(Bytes(**unverified), bytes);
+
+  // Against the XXH3 checksum recorded when it was stored: caught too, named as such.
+  const std::string xxh3 = info->xxh3;
+  const std::string by_xxh3 = path + ": blob " + info->digest +
+                              " no longer matches its xxh3 checksum " + xxh3 + " (now " +
+                              Xxh3sum(path) + ")";
+  auto checked = store->ReadChecked(info->digest, xxh3);
+  EXPECT_EQ(checked.status().code(), StatusCode::kChecksumMismatch);
+  EXPECT_EQ(checked.status().message(), by_xxh3);
+  EXPECT_EQ(store->Verify(info->digest, xxh3).message(), by_xxh3);
+  // Without a checksum, ReadChecked re-hashes with SHA-256.
+  EXPECT_EQ(store->ReadChecked(info->digest, "").status().message(), expected);
+}
+
+TEST(BlobStore, StoringPresentBytesTakesTheChecksumRecordedOnTheBlob) {
+  TempDir dir;
+  auto store = OpenStore(dir.File("reg"));
+  const auto bytes = Pattern(70000, 23);
+  auto first = store->Put(bytes, false);
+  ASSERT_TRUE(first.ok());
+  const std::string path = store->PathOf(first->digest).value();
+  char value[64] = {};
+  const ssize_t n = ::getxattr(path.c_str(), "user.modelport.xxh3", value, sizeof(value));
+  if (n < 0 && errno == ENOTSUP) GTEST_SKIP() << "the filesystem keeps no user attributes";
+  ASSERT_EQ(n, 32);
+  EXPECT_EQ(std::string(value, 32), first->xxh3);
+  // Present bytes are hashed with SHA-256 only; the checksum is the blob's attribute (changed
+  // here to tell it apart from one computed again).
+  const std::string other = "00112233445566778899aabbccddeeff";
+  ASSERT_EQ(::setxattr(path.c_str(), "user.modelport.xxh3", other.data(), other.size(), 0), 0);
+  auto again = store->Put(bytes, false);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->written);
+  EXPECT_EQ(again->xxh3, other);
+  auto batch = store->NewBatch(false);
+  EXPECT_EQ(batch->Put(bytes).value().xxh3, other);
+  // Without the attribute (or with a malformed one) it is computed from the bytes.
+  ASSERT_EQ(::setxattr(path.c_str(), "user.modelport.xxh3", "not hex", 7, 0), 0);
+  EXPECT_EQ(store->Put(bytes, false).value().xxh3, first->xxh3);
+  ASSERT_EQ(::removexattr(path.c_str(), "user.modelport.xxh3"), 0);
+  EXPECT_EQ(store->Put(bytes, false).value().xxh3, first->xxh3);
+  EXPECT_EQ(store->PutHashed(bytes, first->digest, false).value().xxh3, first->xxh3);
+}
+
+TEST(BlobStore, Xxh3ChecksumsMatchXxhsum) {
+  if (mp::testing::Run("command -v xxhsum").exit_code != 0) {
+    GTEST_SKIP() << "needs xxhsum (Debian's xxhash package; scripts/setup.sh installs it)";
+  }
+  TempDir dir;
+  auto store = OpenStore(dir.File("reg"));
+  // Empty, small, and several 4 MiB chunks plus a partial one (the hash is streamed).
+  for (const size_t size : {size_t{0}, size_t{1000}, size_t{(9 << 20) + 4321}}) {
+    const auto bytes = Pattern(size, 21);
+    const std::string file = dir.File("in" + std::to_string(size));
+    mp::testing::WriteBytes(file, bytes);
+    const std::string want = Xxh3sum(file);
+    auto put = store->Put(bytes, false);
+    ASSERT_TRUE(put.ok());
+    EXPECT_EQ(put->xxh3, want) << size;
+    auto from_file = store->PutFile(file, false);
+    ASSERT_TRUE(from_file.ok());
+    EXPECT_EQ(from_file->xxh3, want) << size;
+    auto hashed = store->PutHashed(bytes, put->digest, false);
+    ASSERT_TRUE(hashed.ok());
+    EXPECT_EQ(hashed->xxh3, want) << size;
+    auto batch = store->NewBatch(false);
+    auto batched = batch->Put(bytes);
+    ASSERT_TRUE(batched.ok());
+    EXPECT_EQ(batched->xxh3, want) << size;
+    EXPECT_TRUE(store->ReadChecked(put->digest, want).ok());
+    EXPECT_TRUE(store->Verify(put->digest, want).ok());
+  }
+  // A fresh store: PutHashed writes the blob and still computes the checksum.
+  auto other = OpenStore(dir.File("reg2"));
+  const auto bytes = Pattern(5000, 22);
+  auto put = store->Put(bytes, false);
+  ASSERT_TRUE(put.ok());
+  auto hashed = other->PutHashed(bytes, put->digest, false);
+  ASSERT_TRUE(hashed.ok());
+  EXPECT_TRUE(hashed->written);
+  EXPECT_EQ(hashed->xxh3, put->xxh3);
+  EXPECT_TRUE(IsXxh3Hex(put->xxh3));
+  EXPECT_FALSE(IsXxh3Hex(put->xxh3.substr(1)));
+  EXPECT_FALSE(IsXxh3Hex("0123456789ABCDEF0123456789abcdef"));
 }
 
 TEST(BlobStore, PutRepairsABlobOfTheWrongSize) {

@@ -17,6 +17,7 @@
 #include <set>
 
 #include "modelport/core/file.h"
+#include "modelport/core/hash.h"
 #include "modelport/core/json.h"
 #include "modelport/core/parallel.h"
 #include "modelport/formats/onnx/onnx.h"
@@ -175,6 +176,7 @@ std::vector<std::string> TagsOf(const std::string& text) {
 struct ManifestTensor {
   TensorInfo info;
   std::string blob;
+  std::string xxh3;  // the blob's BlobInfo::xxh3 ("" in manifests written before it was kept)
 };
 struct Manifest {
   std::string format;
@@ -192,15 +194,21 @@ struct Manifest {
 };
 
 // Every blob a manifest names besides its own: (what, digest, bytes).
-std::vector<std::tuple<std::string, std::string, uint64_t>> BlobsOf(const Manifest& m) {
-  std::vector<std::tuple<std::string, std::string, uint64_t>> out;
+// Every blob a manifest references, with what it is ("tensor 'w'", "asset 'x'", "graph").
+struct BlobRef {
+  std::string what, digest;
+  uint64_t bytes = 0;
+  std::string xxh3;
+};
+std::vector<BlobRef> BlobsOf(const Manifest& m) {
+  std::vector<BlobRef> out;
   for (const auto& t : m.tensors) {
-    out.emplace_back("tensor " + Quote(t.info.name), t.blob, t.info.byte_size);
+    out.push_back({"tensor " + Quote(t.info.name), t.blob, t.info.byte_size, t.xxh3});
   }
   for (const auto& [path, blob] : m.assets) {
-    out.emplace_back("asset " + Quote(path), blob.digest, blob.size);
+    out.push_back({"asset " + Quote(path), blob.digest, blob.size, blob.xxh3});
   }
-  if (m.graph) out.emplace_back("graph", m.graph->digest, m.graph->size);
+  if (m.graph) out.push_back({"graph", m.graph->digest, m.graph->size, m.graph->xxh3});
   return out;
 }
 
@@ -216,16 +224,19 @@ std::string ManifestJson(const Manifest& m) {
                        {"shape", t.info.shape.dims()},
                        {"bytes", t.info.byte_size},
                        {"blob", t.blob}});
+    if (!t.xxh3.empty()) tensors.back()["xxh3"] = t.xxh3;
   }
   doc["tensors"] = std::move(tensors);
   Json assets = Json::array();
   for (const auto& [path, blob] : m.assets) {
     assets.push_back({{"path", path}, {"bytes", blob.size}, {"blob", blob.digest}});
+    if (!blob.xxh3.empty()) assets.back()["xxh3"] = blob.xxh3;
   }
   doc["assets"] = std::move(assets);
   if (m.graph) {
     doc["graph"] = {
         {"format", m.graph_format}, {"bytes", m.graph->size}, {"blob", m.graph->digest}};
+    if (!m.graph->xxh3.empty()) doc["graph"]["xxh3"] = m.graph->xxh3;
   }
   if (m.validation) doc["validation"] = *m.validation;
   return doc.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -233,6 +244,12 @@ std::string ManifestJson(const Manifest& m) {
 
 Result<Manifest> ParseManifest(std::span<const uint8_t> bytes, const std::string& digest) {
   auto fail = [&](const std::string& why) { return Corrupt("manifest " + digest + ": " + why); };
+  // A blob's optional XXH3 checksum (absent from manifests written before it was kept).
+  auto checksum = [&](const Json& entry, std::string* out) {
+    if (!entry.contains("xxh3")) return true;
+    *out = entry.at("xxh3").get<std::string>();
+    return IsXxh3Hex(*out);
+  };
   auto doc =
       ParseStrictJson(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
                       "manifest", /*max_depth=*/64);
@@ -254,11 +271,14 @@ Result<Manifest> ParseManifest(std::span<const uint8_t> bytes, const std::string
       if (info.byte_size != t.at("bytes").get<uint64_t>()) return fail("tensor size mismatch");
       std::string blob = t.at("blob").get<std::string>();
       if (!IsDigest(blob)) return fail("bad blob digest " + Quote(blob));
-      m.tensors.push_back({std::move(info), std::move(blob)});
+      std::string xxh3;
+      if (!checksum(t, &xxh3)) return fail("bad xxh3 checksum of " + Quote(info.name));
+      m.tensors.push_back({std::move(info), std::move(blob), std::move(xxh3)});
     }
     for (const auto& a : j.at("assets")) {
-      BlobInfo b{a.at("blob").get<std::string>(), a.at("bytes").get<uint64_t>(), false};
+      BlobInfo b{a.at("blob").get<std::string>(), a.at("bytes").get<uint64_t>(), false, {}};
       if (!IsDigest(b.digest)) return fail("bad blob digest " + Quote(b.digest));
+      if (!checksum(a, &b.xxh3)) return fail("bad xxh3 checksum of asset " + a.at("path").dump());
       m.assets.emplace_back(a.at("path").get<std::string>(), std::move(b));
     }
     if (j.contains("graph")) {
@@ -267,8 +287,9 @@ Result<Manifest> ParseManifest(std::span<const uint8_t> bytes, const std::string
         return fail("graph format " + g.at("format").dump());
       }
       m.graph_format = g.at("format").get<std::string>();
-      BlobInfo b{g.at("blob").get<std::string>(), g.at("bytes").get<uint64_t>(), false};
+      BlobInfo b{g.at("blob").get<std::string>(), g.at("bytes").get<uint64_t>(), false, {}};
       if (!IsDigest(b.digest)) return fail("bad blob digest " + Quote(b.digest));
+      if (!checksum(g, &b.xxh3)) return fail("bad xxh3 checksum of the graph");
       m.graph = std::move(b);
     }
     if (j.contains("validation")) {
@@ -300,7 +321,9 @@ class StoredModel final : public ModelSource {
   Result<TensorView> Load(size_t index) const override {
     if (index >= infos_.size()) return NotFound("tensor #" + std::to_string(index));
     const ManifestTensor& t = manifest_.tensors[index];
-    auto bytes = blobs_.Read(t.blob, verify_);
+    // Verified reads check the blob's XXH3 checksum where the manifest keeps one (SHA-256
+    // otherwise): the manifest itself was checked against its SHA-256 name.
+    auto bytes = verify_ ? blobs_.ReadChecked(t.blob, t.xxh3) : blobs_.Read(t.blob, false);
     if (!bytes) return bytes.error().WithContext("tensor " + Quote(t.info.name));
     if ((*bytes)->size() != t.info.byte_size) {
       return Corrupt("tensor " + Quote(t.info.name) + ": blob " + t.blob + " holds " +
@@ -675,7 +698,7 @@ Result<VersionRecord> Registry::Push(const std::string& name, const ModelSource&
     auto view = model.Load(i);
     if (!view) return view.error().WithContext("tensor " + Quote(infos[i].name));
     MP_ASSIGN_OR_RETURN(BlobInfo blob, batch->Put(view->bytes()));
-    manifest.tensors[i] = {infos[i], blob.digest};
+    manifest.tensors[i] = {infos[i], blob.digest, blob.xxh3};
     if (options.progress) {
       std::lock_guard<std::mutex> lock(progress_mu);
       ++done_tensors;
@@ -897,9 +920,8 @@ Status Registry::Verify(const VersionRecord& version) {
   MP_ASSIGN_OR_RETURN(Manifest m, impl_->ReadManifest(version.manifest, /*verify=*/true));
   const auto blobs = BlobsOf(m);
   return ParallelFor(blobs.size(), [&](size_t i) -> Status {
-    const auto& [what, digest, bytes] = blobs[i];
-    Status s = impl_->blobs->Verify(digest);
-    return s.ok() ? s : std::move(s).WithContext(what);
+    Status s = impl_->blobs->Verify(blobs[i].digest, blobs[i].xxh3);
+    return s.ok() ? s : std::move(s).WithContext(blobs[i].what);
   });
 }
 
@@ -927,7 +949,9 @@ Status Registry::ExportOnnx(const VersionRecord& version, const std::string& des
     return Unsupported(who + " has no ONNX graph (it was pushed from " + m.format +
                        "); only versions pushed from ONNX export to ONNX");
   }
-  MP_ASSIGN_OR_RETURN(auto graph_bytes, I.blobs->Read(m.graph->digest, verify));
+  MP_ASSIGN_OR_RETURN(auto graph_bytes, verify
+                                            ? I.blobs->ReadChecked(m.graph->digest, m.graph->xxh3)
+                                            : I.blobs->Read(m.graph->digest, false));
   ::onnx::ModelProto proto;
   if (graph_bytes->size() > INT_MAX ||
       !proto.ParseFromArray(graph_bytes->data(), static_cast<int>(graph_bytes->size()))) {
@@ -975,7 +999,7 @@ Status Registry::ExportOnnx(const VersionRecord& version, const std::string& des
     for (const auto& [index, offset] : placed) {
       const ManifestTensor& t = m.tensors[index];
       MP_RETURN_IF_ERROR(data->WriteZeros(offset - data->bytes_written()));
-      auto bytes = I.blobs->Read(t.blob, verify);
+      auto bytes = verify ? I.blobs->ReadChecked(t.blob, t.xxh3) : I.blobs->Read(t.blob, false);
       if (!bytes) return bytes.error().WithContext("tensor " + Quote(t.info.name));
       MP_RETURN_IF_ERROR(data->Write((*bytes)->data(), (*bytes)->size()));
     }
@@ -992,7 +1016,7 @@ Result<bool> Registry::ExportTorchScript(const VersionRecord& version, const std
   Impl& I = *impl_;
   MP_ASSIGN_OR_RETURN(Manifest m, I.ReadManifest(version.manifest, verify));
   if (!m.graph || m.graph_format != "torchscript") return false;
-  if (verify) MP_RETURN_IF_ERROR(I.blobs->Verify(m.graph->digest));
+  if (verify) MP_RETURN_IF_ERROR(I.blobs->Verify(m.graph->digest, m.graph->xxh3));
   MP_ASSIGN_OR_RETURN(const std::string graph_path, I.blobs->PathOf(m.graph->digest));
   MP_ASSIGN_OR_RETURN(auto model, Load(version, verify));
   MP_RETURN_IF_ERROR(torch::JoinTorchScript(graph_path, *model, dest, options));
@@ -1191,7 +1215,7 @@ Result<GcReport> Registry::Gc(int64_t grace_seconds, bool dry_run) {
     const std::string digest = AsText(r[0]);
     live.insert(digest);
     MP_ASSIGN_OR_RETURN(Manifest m, I.ReadManifest(digest, /*verify=*/true));
-    for (const auto& [what, blob, bytes] : BlobsOf(m)) live.insert(blob);
+    for (const BlobRef& b : BlobsOf(m)) live.insert(b.digest);
   }
   const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                           std::chrono::system_clock::now().time_since_epoch())
@@ -1262,7 +1286,7 @@ Result<FsckReport> Registry::Fsck() {
                                   std::to_string(bytes));
       }
     };
-    for (const auto& [what, blob, bytes] : BlobsOf(*m)) check(what, blob, bytes);
+    for (const BlobRef& b : BlobsOf(*m)) check(b.what, b.digest, b.bytes);
   }
   return report;
 }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "modelport/core/hash.h"
 #include "pg_server.h"
 #include "test_util.h"
 
@@ -433,9 +434,59 @@ TEST_P(RegistryTest, FsckAndVerifiedReadsCatchAFlippedBit) {
   const Status all = reg().Verify(v);
   EXPECT_EQ(all.code(), StatusCode::kChecksumMismatch) << all.ToString();
   EXPECT_NE(all.message().find("tensor 'layer.0.weight'"), std::string::npos) << all.ToString();
+  // The manifest keeps each blob's XXH3 checksum, which verified reads check.
+  EXPECT_NE(all.message().find("no longer matches its xxh3 checksum"), std::string::npos)
+      << all.ToString();
   auto unverified = reg().Load(v, /*verify=*/false);
   ASSERT_TRUE(unverified.ok());
   EXPECT_TRUE((*unverified)->Load(0).ok());
+}
+
+TEST_P(RegistryTest, ManifestsWithoutChecksumsAreVerifiedBySha256) {
+  // Versions pushed before manifests kept XXH3 checksums: their verified reads re-hash with
+  // SHA-256, and still catch a flipped bit.
+  const VersionRecord v = MustPush("m", MakeModel({1, 2}));
+  auto store = BlobStore::Open(root(), /*create=*/false);
+  ASSERT_TRUE(store.ok());
+  auto text = (*store)->Read(v.manifest);
+  ASSERT_TRUE(text.ok());
+  Json manifest =
+      Json::parse(std::string(reinterpret_cast<const char*>((*text)->data()), (*text)->size()));
+  ASSERT_EQ(manifest.at("tensors").size(), 2u);
+  for (auto& t : manifest.at("tensors")) {
+    ASSERT_TRUE(IsXxh3Hex(t.at("xxh3").get<std::string>())) << t;
+    t.erase("xxh3");
+  }
+  const std::string old_text = manifest.dump();
+  auto old_blob = (*store)->Put(
+      {reinterpret_cast<const uint8_t*>(old_text.data()), old_text.size()}, /*durable=*/false);
+  ASSERT_TRUE(old_blob.ok());
+  {
+    auto db = GetParam() == "postgresql" ? OpenPostgres(db_) : OpenSqlite(root() + "/registry.db");
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    ASSERT_TRUE(
+        (*db)
+            ->Query("UPDATE versions SET manifest = $1 WHERE model = 'm'", {old_blob->digest})
+            .ok());
+  }
+  const VersionRecord old = MustResolve("m@1");
+  ASSERT_EQ(old.manifest, old_blob->digest);
+  ASSERT_TRUE(reg().Verify(old).ok());
+  auto model = reg().Load(old, /*verify=*/true);
+  ASSERT_TRUE(model.ok());
+  ASSERT_TRUE((*model)->Load(1).ok());
+  const std::string blob = (*model)->files().files[1];
+  ::chmod(blob.c_str(), 0644);
+  {
+    std::fstream f(blob, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(3);
+    f.put('\x7f');
+  }
+  ::chmod(blob.c_str(), 0444);
+  const Status s = (*model)->Load(1).status();
+  EXPECT_EQ(s.code(), StatusCode::kChecksumMismatch) << s.ToString();
+  EXPECT_NE(s.message().find("now hashes to sha256:"), std::string::npos) << s.ToString();
+  EXPECT_EQ(reg().Verify(old).code(), StatusCode::kChecksumMismatch);
 }
 
 TEST_P(RegistryTest, SeveralProcessesPushAndPromoteAtOnce) {
