@@ -272,11 +272,12 @@ class QuantizedSource final : public ModelSource {
             const uint64_t pe = std::min(end, p + kPiece);
             uint8_t* blocks = dst + p / kBlockElems * block_bytes;
             const std::span<const float> piece(x + p, pe - p);
+            // q8_0 is quantized and measured in one pass (false: the separate passes below).
             if (info.dtype == DType::kQ8_0 &&
                 QuantizeQ8_0Measured(piece, blocks, &parts[b / kChunk])) {
               continue;
             }
-            if (!QuantizeBlocks(info.dtype, std::span<const float>(x + p, pe - p), blocks).ok()) {
+            if (!QuantizeBlocks(info.dtype, piece, blocks).ok()) {
               return NonFiniteAt(x, p + FirstNonFinite(x + p, pe - p));
             }
             MP_RETURN_IF_ERROR(gguf::DequantizeToF32(
