@@ -18,6 +18,18 @@
 #define MODELPORT_TORCHSCRIPT_PLUGIN ""
 #endif
 
+// Sanitizer builds (the asan-ubsan test run) check for leaks before libtorch loads; see Open().
+#if defined(__SANITIZE_ADDRESS__)
+#define MP_LEAK_CHECK_BEFORE_LIBTORCH 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MP_LEAK_CHECK_BEFORE_LIBTORCH 1
+#endif
+#endif
+#ifdef MP_LEAK_CHECK_BEFORE_LIBTORCH
+#include <sanitizer/lsan_interface.h>
+#endif
+
 namespace mp::validate {
 namespace {
 
@@ -48,6 +60,13 @@ Plugin Open() {
   }
   std::string path = TorchScriptPluginPath();
   if (path.empty()) path = built;  // dlopen's error then says what is missing
+#ifdef MP_LEAK_CHECK_BEFORE_LIBTORCH
+  // LeakSanitizer's check at exit stops every thread of the process under ptrace; with
+  // libtorch's thread pools alive its tracer has crashed ("Tracer caught signal 11"), failing a
+  // validate run that had done its work. So the check runs now, before libtorch starts a thread,
+  // and not again at exit: leaks in what follows go unchecked in processes that load libtorch.
+  __lsan_do_leak_check();
+#endif
   // Never closed: libtorch does not support being unloaded.
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (handle == nullptr) {
