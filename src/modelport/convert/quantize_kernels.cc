@@ -238,11 +238,13 @@ MP_INLINE F8 HalfToFloat(U8x8 h) {
   return reinterpret_cast<F8>(bits);
 }
 
-void PutF16(uint8_t* dst, float value) {
-  const uint16_t bits = F32ToF16(value);
-  dst[0] = static_cast<uint8_t>(bits);
-  dst[1] = static_cast<uint8_t>(bits >> 8);
+// f16 bits, little-endian, as ggml blocks store their scales.
+MP_INLINE void PutHalfBits(uint8_t* dst, uint32_t h) {
+  dst[0] = static_cast<uint8_t>(h);
+  dst[1] = static_cast<uint8_t>(h >> 8);
 }
+
+void PutF16(uint8_t* dst, float value) { PutHalfBits(dst, F32ToF16(value)); }
 
 void PutU32(uint8_t* dst, uint32_t v) {
   for (int i = 0; i < 4; ++i) dst[i] = static_cast<uint8_t>(v >> (8 * i));
@@ -383,11 +385,6 @@ MP_INLINE bool Q8GroupScales(const float* x, F8* id, U8x8* h) {
 MP_INLINE I8x8 RoundHalfAway(F8 p) {
   const F8 half = reinterpret_cast<F8>((reinterpret_cast<U8x8>(p) & 0x80000000u) | kBelowHalf);
   return __builtin_convertvector(p + half, I8x8);
-}
-
-MP_INLINE void PutHalfBits(uint8_t* dst, uint32_t h) {
-  dst[0] = static_cast<uint8_t>(h);
-  dst[1] = static_cast<uint8_t>(h >> 8);
 }
 
 // Q8Block over `nb` blocks, vectorised, 8 blocks at a time. False, with `y` partly written, if a

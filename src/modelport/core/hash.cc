@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "modelport/core/file.h"
@@ -54,29 +55,22 @@ void Xxh3::Update(std::span<const uint8_t> bytes) {
 std::string Xxh3::FinishHex() {
   XXH128_canonical_t canonical;
   XXH128_canonicalFromHash(&canonical, XXH3_128bits_digest(impl_->state));
-  std::string out;
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (const unsigned char b : canonical.digest) {
-    out += kHex[b >> 4];
-    out += kHex[b & 15];
-  }
-  return out;
+  return ToHex(canonical.digest);
 }
 
-bool IsXxh3Hex(std::string_view text) {
-  if (text.size() != 32) return false;
-  for (const char c : text) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
+bool IsLowerHex(std::string_view text) {
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
-std::string ToHex(const Digest& digest) {
+bool IsXxh3Hex(std::string_view text) { return text.size() == 32 && IsLowerHex(text); }
+
+std::string ToHex(std::span<const uint8_t> bytes) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(digest.size() * 2, '0');
-  for (size_t i = 0; i < digest.size(); ++i) {
-    out[2 * i] = kHex[digest[i] >> 4];
-    out[2 * i + 1] = kHex[digest[i] & 15];
+  std::string out(bytes.size() * 2, '0');
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    out[2 * i] = kHex[bytes[i] >> 4];
+    out[2 * i + 1] = kHex[bytes[i] & 15];
   }
   return out;
 }

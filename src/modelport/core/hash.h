@@ -58,11 +58,13 @@ class Xxh3 {
   std::unique_ptr<Impl> impl_;
 };
 
+/// True when every character is a lower-case hex digit (0-9, a-f).
+bool IsLowerHex(std::string_view text);
 /// True for exactly 32 lower-case hex digits (an Xxh3 checksum).
 bool IsXxh3Hex(std::string_view text);
 
-/// Lower-case hex of a digest.
-std::string ToHex(const Digest& digest);
+/// Lower-case hex of bytes (a Digest, a checksum).
+std::string ToHex(std::span<const uint8_t> bytes);
 
 /// SHA-256 of a whole file, streamed in chunks ("<hex>").
 Result<std::string> FileSha256(const std::string& path);

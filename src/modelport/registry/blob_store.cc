@@ -60,11 +60,6 @@ std::string Errno(const std::string& what, const std::string& path) {
   return path + ": " + what + ": " + std::strerror(errno);
 }
 
-bool IsLowerHex(std::string_view s) {
-  return std::all_of(s.begin(), s.end(),
-                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
 // A user-supplied string made safe for a one-line message: printable ASCII only, bounded.
 std::string Printable(std::string_view s) {
   std::string out = "'";
@@ -185,10 +180,10 @@ struct BlobStore::Impl {
     }
     return Xxh3Hex(bytes);
   }
-  // The blob file of `digest` (NotFound naming the store when absent).
-  Result<std::shared_ptr<InputFile>> OpenBlob(const std::string& digest) const;
-  // Re-reads the blob: against its XXH3 checksum `xxh3`, or its SHA-256 name when that is "".
-  Status Check(const InputFile& f, const std::string& digest, std::string_view xxh3) const;
+  // The whole blob, mapped; with `verify`, checked first: against its XXH3 checksum `xxh3`, or
+  // its SHA-256 name when that is "".
+  Result<std::shared_ptr<Buffer>> ReadBlob(const std::string& digest, bool verify,
+                                           std::string_view xxh3) const;
 };
 
 Result<std::unique_ptr<TempBlob>> BlobStore::Impl::CreateTemp() const {
@@ -507,9 +502,11 @@ Result<std::string> BlobStore::PathOf(const std::string& digest) const {
   return impl_->BlobPath(HexOf(digest));
 }
 
-Result<std::shared_ptr<InputFile>> BlobStore::Impl::OpenBlob(const std::string& digest) const {
+Result<std::shared_ptr<Buffer>> BlobStore::Impl::ReadBlob(const std::string& digest, bool verify,
+                                                          std::string_view xxh3) const {
   if (!IsDigest(digest)) return BadDigest(digest);
-  auto file = InputFile::Open(BlobPath(HexOf(digest)));
+  const std::string path = BlobPath(HexOf(digest));
+  auto file = InputFile::Open(path);
   if (!file.ok()) {
     if (file.status().code() == StatusCode::kNotFound) {
       return NotFound(digest + ": no such blob in " + root);
@@ -518,54 +515,27 @@ Result<std::shared_ptr<InputFile>> BlobStore::Impl::OpenBlob(const std::string& 
   }
   // Every caller reads the whole blob (a blob is one tensor, asset or manifest).
   (*file)->Advise(0, (*file)->size(), AccessHint::kPopulate);
-  return file;
-}
-
-Status BlobStore::Impl::Check(const InputFile& f, const std::string& digest,
-                              std::string_view xxh3) const {
-  Sha256 sha;
-  Xxh3 xxh;
-  for (uint64_t off = 0; off < f.size(); off += kChunk) {
-    const uint64_t n = std::min<uint64_t>(kChunk, f.size() - off);
-    MP_ASSIGN_OR_RETURN(auto chunk, f.Read(off, n));
-    if (xxh3.empty()) {
-      sha.Update(chunk->span());
-    } else {
-      xxh.Update(chunk->span());
-    }
-  }
-  const std::string path = BlobPath(HexOf(digest));
+  MP_ASSIGN_OR_RETURN(auto bytes, (*file)->Read(0, (*file)->size()));
+  if (!verify) return bytes;
   if (xxh3.empty()) {
-    const std::string actual = ToHex(sha.Finish());
+    const std::string actual = Sha256Hex(bytes->span());
     if (actual != HexOf(digest)) {
       return ChecksumMismatch(path + ": blob " + digest + " now hashes to sha256:" + actual);
     }
-    return Status::Ok();
-  }
-  const std::string actual = xxh.FinishHex();
-  if (actual != xxh3) {
+  } else if (const std::string actual = Xxh3Hex(bytes->span()); actual != xxh3) {
     return ChecksumMismatch(path + ": blob " + digest + " no longer matches its xxh3 checksum " +
                             std::string(xxh3) + " (now " + actual + ")");
   }
-  return Status::Ok();
+  return bytes;
 }
 
-Result<std::shared_ptr<Buffer>> BlobStore::Read(const std::string& digest, bool verify) const {
-  MP_ASSIGN_OR_RETURN(auto file, impl_->OpenBlob(digest));
-  if (verify) MP_RETURN_IF_ERROR(impl_->Check(*file, digest, {}));
-  return file->Read(0, file->size());
-}
-
-Result<std::shared_ptr<Buffer>> BlobStore::ReadChecked(const std::string& digest,
-                                                       std::string_view xxh3) const {
-  MP_ASSIGN_OR_RETURN(auto file, impl_->OpenBlob(digest));
-  MP_RETURN_IF_ERROR(impl_->Check(*file, digest, xxh3));
-  return file->Read(0, file->size());
+Result<std::shared_ptr<Buffer>> BlobStore::Read(const std::string& digest, bool verify,
+                                                std::string_view xxh3) const {
+  return impl_->ReadBlob(digest, verify, xxh3);
 }
 
 Status BlobStore::Verify(const std::string& digest, std::string_view xxh3) const {
-  MP_ASSIGN_OR_RETURN(auto file, impl_->OpenBlob(digest));
-  return impl_->Check(*file, digest, xxh3);
+  return impl_->ReadBlob(digest, /*verify=*/true, xxh3).status();
 }
 
 Result<std::vector<BlobStore::Entry>> BlobStore::List() const {

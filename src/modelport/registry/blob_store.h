@@ -84,16 +84,12 @@ class BlobStore {
   /// The blob's path (for mapping it); InvalidArgument for a malformed digest.
   Result<std::string> PathOf(const std::string& digest) const;
 
-  /// The blob's bytes, mapped (zero-copy). With `verify`, re-hashed first: ChecksumMismatch
-  /// when the bytes no longer hash to their name.
-  Result<std::shared_ptr<Buffer>> Read(const std::string& digest, bool verify = true) const;
-  /// The blob's bytes, mapped, checked first against `xxh3`, its BlobInfo::xxh3 as recorded
-  /// when it was stored (a manifest keeps it): ChecksumMismatch when they no longer match.
-  /// An empty `xxh3` re-hashes with SHA-256, as Read(digest, true).
-  Result<std::shared_ptr<Buffer>> ReadChecked(const std::string& digest,
-                                              std::string_view xxh3) const;
-  /// Re-reads the blob, against `xxh3` as ReadChecked does, or re-hashing it with SHA-256
-  /// when `xxh3` is "" (fsck's check): Ok, ChecksumMismatch or NotFound.
+  /// The blob's bytes, mapped (zero-copy). With `verify`, checked first: against `xxh3`, its
+  /// BlobInfo::xxh3 as recorded when it was stored (a manifest keeps it), or, when `xxh3` is
+  /// "", re-hashed with SHA-256 against its name. ChecksumMismatch when they no longer match.
+  Result<std::shared_ptr<Buffer>> Read(const std::string& digest, bool verify = true,
+                                       std::string_view xxh3 = {}) const;
+  /// Read's check alone (with `xxh3` "", fsck's): Ok, ChecksumMismatch or NotFound.
   Status Verify(const std::string& digest, std::string_view xxh3 = {}) const;
 
   /// Every blob in the store with its size and modification time (seconds since the epoch).

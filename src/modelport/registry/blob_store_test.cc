@@ -311,12 +311,12 @@ TEST(BlobStore, FlippedBitIsCaughtByVerifiedReads) {
   const std::string by_xxh3 = path + ": blob " + info->digest +
                               " no longer matches its xxh3 checksum " + xxh3 + " (now " +
                               Xxh3sum(path) + ")";
-  auto checked = store->ReadChecked(info->digest, xxh3);
+  auto checked = store->Read(info->digest, true, xxh3);
   EXPECT_EQ(checked.status().code(), StatusCode::kChecksumMismatch);
   EXPECT_EQ(checked.status().message(), by_xxh3);
   EXPECT_EQ(store->Verify(info->digest, xxh3).message(), by_xxh3);
-  // Without a checksum, ReadChecked re-hashes with SHA-256.
-  EXPECT_EQ(store->ReadChecked(info->digest, "").status().message(), expected);
+  // Without a checksum, a verified read re-hashes with SHA-256.
+  EXPECT_EQ(store->Read(info->digest, true, "").status().message(), expected);
 }
 
 TEST(BlobStore, StoringPresentBytesTakesTheChecksumRecordedOnTheBlob) {
@@ -374,7 +374,7 @@ TEST(BlobStore, Xxh3ChecksumsMatchXxhsum) {
     auto batched = batch->Put(bytes);
     ASSERT_TRUE(batched.ok());
     EXPECT_EQ(batched->xxh3, want) << size;
-    EXPECT_TRUE(store->ReadChecked(put->digest, want).ok());
+    EXPECT_TRUE(store->Read(put->digest, true, want).ok());
     EXPECT_TRUE(store->Verify(put->digest, want).ok());
   }
   // A fresh store: PutHashed writes the blob and still computes the checksum.

@@ -323,7 +323,7 @@ class StoredModel final : public ModelSource {
     const ManifestTensor& t = manifest_.tensors[index];
     // Verified reads check the blob's XXH3 checksum where the manifest keeps one (SHA-256
     // otherwise): the manifest itself was checked against its SHA-256 name.
-    auto bytes = verify_ ? blobs_.ReadChecked(t.blob, t.xxh3) : blobs_.Read(t.blob, false);
+    auto bytes = blobs_.Read(t.blob, verify_, t.xxh3);
     if (!bytes) return bytes.error().WithContext("tensor " + Quote(t.info.name));
     if ((*bytes)->size() != t.info.byte_size) {
       return Corrupt("tensor " + Quote(t.info.name) + ": blob " + t.blob + " holds " +
@@ -949,9 +949,7 @@ Status Registry::ExportOnnx(const VersionRecord& version, const std::string& des
     return Unsupported(who + " has no ONNX graph (it was pushed from " + m.format +
                        "); only versions pushed from ONNX export to ONNX");
   }
-  MP_ASSIGN_OR_RETURN(auto graph_bytes, verify
-                                            ? I.blobs->ReadChecked(m.graph->digest, m.graph->xxh3)
-                                            : I.blobs->Read(m.graph->digest, false));
+  MP_ASSIGN_OR_RETURN(auto graph_bytes, I.blobs->Read(m.graph->digest, verify, m.graph->xxh3));
   ::onnx::ModelProto proto;
   if (graph_bytes->size() > INT_MAX ||
       !proto.ParseFromArray(graph_bytes->data(), static_cast<int>(graph_bytes->size()))) {
@@ -999,7 +997,7 @@ Status Registry::ExportOnnx(const VersionRecord& version, const std::string& des
     for (const auto& [index, offset] : placed) {
       const ManifestTensor& t = m.tensors[index];
       MP_RETURN_IF_ERROR(data->WriteZeros(offset - data->bytes_written()));
-      auto bytes = verify ? I.blobs->ReadChecked(t.blob, t.xxh3) : I.blobs->Read(t.blob, false);
+      auto bytes = I.blobs->Read(t.blob, verify, t.xxh3);
       if (!bytes) return bytes.error().WithContext("tensor " + Quote(t.info.name));
       MP_RETURN_IF_ERROR(data->Write((*bytes)->data(), (*bytes)->size()));
     }

@@ -1085,28 +1085,27 @@ uint32_t Lookup3(const uint8_t* k, size_t length, uint32_t initval = 0) {
     for (size_t j = 0; j < n; ++j) w |= static_cast<uint32_t>(k[i + j]) << (8 * j);
     return w;
   };
+  // lookup3's mix() and final(): rounds of x -= y, x ^= rot(y, r), y += z, and of
+  // x ^= y, x -= rot(y, r).
+  auto mix = [&](uint32_t& x, uint32_t& y, uint32_t& z, int r) {
+    x -= y;
+    x ^= rot(y, r);
+    y += z;
+  };
+  auto fin = [&](uint32_t& x, uint32_t& y, int r) {
+    x ^= y;
+    x -= rot(y, r);
+  };
   while (length > 12) {
     a += word(0, 4);
     b += word(4, 4);
     c += word(8, 4);
-    a -= c;
-    a ^= rot(c, 4);
-    c += b;
-    b -= a;
-    b ^= rot(a, 6);
-    a += c;
-    c -= b;
-    c ^= rot(b, 8);
-    b += a;
-    a -= c;
-    a ^= rot(c, 16);
-    c += b;
-    b -= a;
-    b ^= rot(a, 19);
-    a += c;
-    c -= b;
-    c ^= rot(b, 4);
-    b += a;
+    mix(a, c, b, 4);
+    mix(b, a, c, 6);
+    mix(c, b, a, 8);
+    mix(a, c, b, 16);
+    mix(b, a, c, 19);
+    mix(c, b, a, 4);
     length -= 12;
     k += 12;
   }
@@ -1114,20 +1113,13 @@ uint32_t Lookup3(const uint8_t* k, size_t length, uint32_t initval = 0) {
   a += word(0, std::min<size_t>(length, 4));
   if (length > 4) b += word(4, std::min<size_t>(length - 4, 4));
   if (length > 8) c += word(8, length - 8);
-  c ^= b;
-  c -= rot(b, 14);
-  a ^= c;
-  a -= rot(c, 11);
-  b ^= a;
-  b -= rot(a, 25);
-  c ^= b;
-  c -= rot(b, 16);
-  a ^= c;
-  a -= rot(c, 4);
-  b ^= a;
-  b -= rot(a, 14);
-  c ^= b;
-  c -= rot(b, 24);
+  fin(c, b, 14);
+  fin(a, c, 11);
+  fin(b, a, 25);
+  fin(c, b, 16);
+  fin(a, c, 4);
+  fin(b, a, 14);
+  fin(c, b, 24);
   return c;
 }
 

@@ -16,6 +16,7 @@
 #include <set>
 
 #include "modelport/core/file.h"
+#include "modelport/core/hash.h"
 #include "modelport/formats/sharded.h"
 #include "modelport/formats/zip/zip.h"
 
@@ -467,23 +468,13 @@ Result<uint64_t> ParseDecimal(const std::string& text, std::string_view key) {
   return v;
 }
 
-std::string ToHex(const unsigned char* p, size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; ++i) {
-    s.push_back(kHex[p[i] >> 4]);
-    s.push_back(kHex[p[i] & 15]);
-  }
-  return s;
-}
-
 Result<std::string> Sha1Hex(std::span<const uint8_t> bytes) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   if (EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha1(), nullptr) != 1) {
     return Internal("OpenSSL SHA-1 failed");
   }
-  return ToHex(md, len);
+  return ToHex(std::span<const uint8_t>(md, len));
 }
 
 // Where an external_data location may be read from: a regular file, reached through real
