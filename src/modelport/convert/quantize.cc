@@ -267,6 +267,13 @@ class QuantizedSource final : public ModelSource {
         const uint32_t block_bytes = Traits(info.dtype).block_bytes;
         std::vector<ErrorStats> parts((n + kChunk - 1) / kChunk);
         MP_RETURN_IF_ERROR(ForChunks(n, kBlockElems, threads(), [&](uint64_t b, uint64_t end) {
+          // q8_0 is quantized and measured in one pass (false: piece by piece below, the
+          // separate passes where that pass refuses).
+          if (info.dtype == DType::kQ8_0 &&
+              QuantizeQ8_0Measured(std::span<const float>(x + b, end - b),
+                                   dst + b / kBlockElems * block_bytes, &parts[b / kChunk])) {
+            return Status::Ok();
+          }
           std::vector<float> back(kPiece);
           for (uint64_t p = b; p < end; p += kPiece) {
             const uint64_t pe = std::min(end, p + kPiece);
@@ -320,13 +327,19 @@ class QuantizedSource final : public ModelSource {
               if (bad < row_end) return NonFiniteAt(x, bad);
               const uint64_t c = row / l.inner;
               Int8ScalesFromAbsMax(&amax[c], 1, &scales[c]);
+              // The next row is fetched while this one is quantized, so its maximum is found
+              // in cache.
+              QuantizeInt8Measured(x + row, l.inner, scales[c], q + row, &parts[b / chunk],
+                                   row_end < end ? x + row_end : nullptr);
+              row = row_end;
+              continue;
             }
             for (uint64_t p = row; p < row_end; p += kPiece) {
               const uint64_t pe = std::min(row_end, p + kPiece);
               // A piece within one channel is quantized and measured in one pass.
               const uint64_t c = p / l.inner % l.channels;
-              if ((p / l.inner == (pe - 1) / l.inner) &&
-                  QuantizeInt8Measured(x + p, pe - p, scales[c], q + p, &parts[b / chunk])) {
+              if (p / l.inner == (pe - 1) / l.inner) {
+                QuantizeInt8Measured(x + p, pe - p, scales[c], q + p, &parts[b / chunk]);
                 continue;
               }
               QuantizeInt8Range(x, l, scales.data(), p, pe, q);

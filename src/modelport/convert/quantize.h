@@ -98,15 +98,21 @@ void DequantizeInt8Range(const int8_t* q, const ChannelLayout& layout, const flo
                          uint64_t begin, uint64_t end, float* out);
 
 struct ErrorStats;
-/// QuantizeInt8Range over n elements of one channel (scale `scale`) and stats->Add of their
-/// dequantized values, in one pass with the same results. False (q written, stats untouched)
-/// where only the separate passes measure exactly (sums an f32 run cannot hold).
-bool QuantizeInt8Measured(const float* x, uint64_t n, float scale, int8_t* q, ErrorStats* stats);
+/// QuantizeInt8Range over n elements of one channel and stats->Add of their dequantized values,
+/// in one pass with the same results. `scale` as Int8ScalesFromAbsMax gives it for a maximum
+/// |x| at or above these elements' (|x| / scale <= 127 within rounding). `next`, when not null,
+/// is n elements the caller reads next (the next row), fetched into L2 along the way.
+void QuantizeInt8Measured(const float* x, uint64_t n, float scale, int8_t* q, ErrorStats* stats,
+                          const float* next = nullptr);
 /// QuantizeBlocks(kQ8_0, ...) and stats->Add of the dequantized blocks, in one pass with the
-/// same results. False (out partly written, stats untouched) for what QuantizeBlocks refuses and
-/// where only the separate passes measure exactly (an f32-subnormal d, sums an f32 run cannot
-/// hold).
+/// same results. False (out partly written, stats untouched) for what QuantizeBlocks refuses or
+/// does in the reference's scalar arithmetic (a d that is an f32 subnormal).
 bool QuantizeQ8_0Measured(std::span<const float> src, uint8_t* out, ErrorStats* stats);
+/// The builds of the kernels above (and ErrorStats::Add's): by default the fastest this CPU
+/// runs (AVX-512, AVX2 with FMA and F16C, or portable C++), all with the same results. Tests
+/// pick a slower one to compare.
+enum class KernelBuild { kBest, kAvx2, kPortable };
+void UseKernelBuildForTesting(KernelBuild build);
 
 /// Error of an approximation `out` of `ref`, accumulated in double.
 struct ErrorStats {
@@ -114,11 +120,10 @@ struct ErrorStats {
   double max_abs = 0;     ///< max |out - ref|
   double sum_sq_err = 0;  ///< sum (out - ref)^2
   double sum_sq_ref = 0;  ///< sum ref^2
-  double sum_sq_out = 0;  ///< sum out^2
-  double dot = 0;         ///< sum out * ref
+  double sum_ref_err = 0;  ///< sum ref * (out - ref)
 
   void Add(const float* ref, const float* out, uint64_t n);
-  /// Replaces max_abs and the four sums (in member order) and counts `added` more elements.
+  /// Replaces max_abs and the three sums (in member order) and counts `added` more elements.
   void SetSums(double max, const double* sums, uint64_t added);
   void Merge(const ErrorStats& other);
   double rmse() const;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "modelport/convert/cast.h"
+#include "modelport/convert/lanes.h"
 #include "modelport/convert/quantize.h"
 
 namespace mp {
@@ -64,13 +65,6 @@ constexpr uint32_t kBelowHalf = 0x3EFFFFFF;  // 0.5 - 2^-25, the f32 just below 
 
 #define MP_INLINE inline __attribute__((always_inline))
 
-// The two halves of each pair of f32 lanes widened to double and added.
-MP_INLINE void Fold(F8 a, F8 b, D4* lo, D4* hi) {
-  *lo += __builtin_convertvector(__builtin_shufflevector(a, a, 0, 1, 2, 3), D4) +
-         __builtin_convertvector(__builtin_shufflevector(b, b, 0, 1, 2, 3), D4);
-  *hi += __builtin_convertvector(__builtin_shufflevector(a, a, 4, 5, 6, 7), D4) +
-         __builtin_convertvector(__builtin_shufflevector(b, b, 4, 5, 6, 7), D4);
-}
 MP_INLINE F8 Load8(const float* p) {
   F8 v;
   __builtin_memcpy(&v, p, sizeof(v));
@@ -97,145 +91,6 @@ MP_INLINE F8 Int8Quotients(F8 x, float s) {
 MP_INLINE int8_t Int8Quotient(float x, float s) {
   const float v = std::min(std::max(x / s, -127.0f), 127.0f);
   return static_cast<int8_t>((v + kRoundMagic) - kRoundMagic);
-}
-
-// ErrorStats::Add's sums, fed 16 elements at a time. The squares and products are summed in f32
-// within runs of kRun elements, 16 lanes, so each lane sums 8 terms: with terms >= 0 (squares;
-// dot's where out keeps ref's sign, as int8 and q8_0 do) each run's sum is within 9 roundings
-// (9 * 2^-24 < 6e-7 relative) of the exact one; the runs are then summed in double. out - ref is
-// exact in f32 wherever out and ref are within a factor of 2 (Sterbenz), so max_abs is exact for
-// every quantized value, and otherwise within half an f32 ulp. Where a lane's sums overflowed,
-// or its squares sum below 2^-100 (f32 subnormals lose precision there, and squares of values
-// below 2^-75 vanish), Finish refuses and the caller sums the whole call again in double. That
-// includes lanes of exact zeros (all-zero rows, exact casts): correct, and as fast as before
-// this path existed. The fused quantizers below feed the same sums in the same order as
-// AddErrorStats over their dequantized output, so both give the same bits.
-constexpr uint64_t kRun = 128;
-
-struct RunStats {
-  // The current run's f32 sums, one pair of 8-lane vectors each (elements j..j+7 and
-  // j+8..j+15 of each step of 16); the finished runs' sums in double.
-  F8 e0{}, e1{}, r0{}, r1{}, o0{}, o1{}, d0{}, d1{};
-  D4 se0{}, se1{}, sr0{}, sr1{}, so0{}, so1{}, sd0{}, sd1{};
-  F8 mx{};
-  I8x8 redo{};
-
-  // 16 elements: ref and out at j (a) and j + 8 (b).
-  MP_INLINE void Step(F8 ra, F8 rb, F8 oa, F8 ob) {
-    const F8 ea = oa - ra, eb = ob - rb;
-    const F8 aa = reinterpret_cast<F8>(reinterpret_cast<I8x8>(ea) & kAbsMask);
-    const F8 ab = reinterpret_cast<F8>(reinterpret_cast<I8x8>(eb) & kAbsMask);
-    mx = aa > mx ? aa : mx;
-    mx = ab > mx ? ab : mx;
-    e0 += ea * ea;
-    e1 += eb * eb;
-    r0 += ra * ra;
-    r1 += rb * rb;
-    o0 += oa * oa;
-    o1 += ob * ob;
-    d0 += oa * ra;
-    d1 += ob * rb;
-  }
-
-  MP_INLINE void EndRun() {
-    const F8 ro = (r0 + r1) + (o0 + o1);
-    const F8 ee = e0 + e1;
-    const F8 all = ro + ee + (d0 + d1);  // NaN or infinite if any sum overflowed
-    redo |= ~(all <= FLT_MAX) | (ro < 0x1p-100f) | (ee < 0x1p-100f);
-    Fold(e0, e1, &se0, &se1);
-    Fold(r0, r1, &sr0, &sr1);
-    Fold(o0, o1, &so0, &so1);
-    Fold(d0, d1, &sd0, &sd1);
-    e0 = e1 = r0 = r1 = o0 = o1 = d0 = d1 = F8{};
-  }
-
-  // Adds the finished runs to *max_abs and sums; false (nothing added) when a run needs the
-  // double path.
-  MP_INLINE bool Finish(double* max_abs, double* sums) const {
-    bool exact = true;
-    for (int l = 0; l < kLanes; ++l) exact &= redo[l] == 0;
-    if (!exact) return false;
-    double m = *max_abs;
-    for (int l = 0; l < kLanes; ++l) m = std::max(m, static_cast<double>(mx[l]));
-    *max_abs = m;
-    for (int l = 0; l < kLanes / 2; ++l) {
-      sums[0] += se0[l] + se1[l];
-      sums[1] += sr0[l] + sr1[l];
-      sums[2] += so0[l] + so1[l];
-      sums[3] += sd0[l] + sd1[l];
-    }
-    return true;
-  }
-};
-
-// One element's terms, in double (the tails, and every element of a call that needs it).
-MP_INLINE void AddInDouble(double r, double o, double* max_abs, double* sums) {
-  const double e = o - r;
-  *max_abs = std::max(*max_abs, std::fabs(e));
-  sums[0] += e * e;
-  sums[1] += r * r;
-  sums[2] += o * o;
-  sums[3] += o * r;
-}
-
-// Feeds the whole runs of ref/out [i, n) to `st`; returns where the runs end.
-MP_INLINE uint64_t StepRuns(RunStats& st, const float* ref, const float* out, uint64_t i,
-                            uint64_t n) {
-  for (; i + kRun <= n; i += kRun) {
-    for (uint64_t j = i; j < i + kRun; j += 2 * kLanes) {
-      st.Step(Load8(ref + j), Load8(ref + j + kLanes), Load8(out + j), Load8(out + j + kLanes));
-    }
-    st.EndRun();
-  }
-  return i;
-}
-
-MP_HOT_LOOP void AddErrorStats(const float* ref, const float* out, uint64_t n, double* max_abs,
-                               double* sums) {
-  RunStats st;
-  uint64_t i = StepRuns(st, ref, out, 0, n);
-  if (!st.Finish(max_abs, sums)) i = 0;
-  for (; i < n; ++i) AddInDouble(ref[i], out[i], max_abs, sums);
-}
-
-// QuantizeInt8Run, DequantizeInt8Run and AddErrorStats in one pass: each 16 values are divided,
-// rounded, stored and measured while in registers. False (q written, nothing added) when the
-// f32 sums cannot be trusted; the caller then takes the three passes.
-MP_HOT_LOOP bool QuantizeInt8MeasuredRun(const float* x, uint64_t n, float s, int8_t* q,
-                                         double* max_abs, double* sums) {
-  RunStats st;
-  uint64_t i = 0;
-  for (; i + kRun <= n; i += kRun) {
-    for (uint64_t j = i; j < i + kRun; j += 2 * kLanes) {
-      F8 v[2], out[2];
-      for (int h = 0; h < 2; ++h) {
-        v[h] = Load8(x + j + h * kLanes);
-        const F8 rounded = Int8Quotients(v[h], s);
-        StoreLowBytes(__builtin_convertvector(rounded, I8x8), q + j + h * kLanes);
-        out[h] = rounded * s;  // the dequantized value, float(q) * s
-      }
-      st.Step(v[0], v[1], out[0], out[1]);
-    }
-    st.EndRun();
-  }
-  if (!st.Finish(max_abs, sums)) return false;
-  for (; i < n; ++i) {
-    q[i] = Int8Quotient(x[i], s);
-    AddInDouble(x[i], static_cast<float>(q[i]) * s, max_abs, sums);
-  }
-  return true;
-}
-
-// The f32 values of 8 f16 bit patterns that are +0, positive subnormal or normal, or +infinity
-// (what d = max|x| / 127 can round to; the sign and NaN cannot occur), as F16ToF32 gives them.
-MP_INLINE F8 HalfToFloat(U8x8 h) {
-  const U8x8 normal = (h << 13) + (112u << 23);
-  const F8 subnormal = __builtin_convertvector(h, F8) * 0x1p-24f;  // mantissa * 2^-24, exact
-  const U8x8 is_sub = reinterpret_cast<U8x8>(h < 0x400u);
-  const U8x8 is_inf = reinterpret_cast<U8x8>(h == 0x7C00u);
-  U8x8 bits = (reinterpret_cast<U8x8>(subnormal) & is_sub) | (normal & ~is_sub);
-  bits = (0x7F800000u & is_inf) | (bits & ~is_inf);
-  return reinterpret_cast<F8>(bits);
 }
 
 // f16 bits, little-endian, as ggml blocks store their scales.
@@ -330,144 +185,6 @@ void Q8Block(const float* x, uint8_t* y) {
   }
 }
 
-// d = max |x| / 127, its f16 bits and id = 1 / d (0 for d = 0) of the 8 blocks at `x`, as
-// Q8Block computes them: max |x| of each block (exact in any order), then the rest on 8 lanes
-// (F32ToF16's arithmetic, lane by lane). False if a value is not finite.
-MP_INLINE bool Q8GroupScales(const float* x, F8* id, U8x8* h) {
-  // |x| compared as integers (the bits of non-negative floats order as their values), so an
-  // infinity or NaN comes out as a maximum at or above kExpMask.
-  I8x8 amax_bits;
-  for (int k = 0; k < kLanes; ++k) {
-    const float* xb = x + k * kBlock;
-    I8x8 m = {};
-    for (int i = 0; i < kBlock; i += kLanes) {
-      I8x8 v;
-      __builtin_memcpy(&v, xb + i, sizeof(v));
-      const I8x8 a = v & kAbsMask;
-      m = a > m ? a : m;
-    }
-    I8x8 t = __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3);
-    m = t > m ? t : m;
-    t = __builtin_shufflevector(m, m, 2, 3, 0, 1, 6, 7, 4, 5);
-    m = t > m ? t : m;
-    t = __builtin_shufflevector(m, m, 1, 0, 3, 2, 5, 4, 7, 6);
-    m = t > m ? t : m;
-    amax_bits[k] = m[0];
-  }
-  bool finite = true;
-  for (int k = 0; k < kLanes; ++k) finite &= amax_bits[k] < kExpMask;
-  if (!finite) return false;
-  const F8 amax = reinterpret_cast<F8>(amax_bits);
-  const F8 d = amax / 127.0f;
-  const F8 inv = 1.0f / d;
-  *id = d != 0.0f ? inv : F8{};
-  // F32ToF16 (convert/cast.cc), the same integer and float steps on 8 lanes.
-  const U8x8 xbits = reinterpret_cast<U8x8>(d);
-  const U8x8 sign = (xbits >> 16) & 0x8000u;
-  const U8x8 a = xbits & 0x7FFFFFFFu;
-  const U8x8 normal = (a - (112u << 23) + 0xFFFu + ((a >> 13) & 1u)) >> 13;
-  const U8x8 subnormal = reinterpret_cast<U8x8>(reinterpret_cast<F8>(a) + 0.5f) - 0x3F000000u;
-  const U8x8 nan = 0x7E00u | ((a >> 13) & 0x1FFu);
-  const U8x8 is_sub = reinterpret_cast<U8x8>(a < 0x38800000u);
-  const U8x8 is_big = reinterpret_cast<U8x8>(a >= 0x477FF000u);
-  const U8x8 is_nan = reinterpret_cast<U8x8>(a > 0x7F800000u);
-  U8x8 bits = (subnormal & is_sub) | (normal & ~is_sub);
-  bits = (0x7C00u & is_big) | (bits & ~is_big);
-  bits = (nan & is_nan) | (bits & ~is_nan);
-  *h = bits | sign;
-  return true;
-}
-
-// The int32 roundf(p) of 16 products, half away from zero: trunc(p + copysign(0.5 - 2^-25, p))
-// in f32. For |p| < 2^23 the sum rounds to at least the next integer exactly when |p|'s fraction
-// is >= 0.5 (adding 0.5 itself would push 0.49999997 up to 1). An infinite or NaN p (id
-// infinite: d an f32 subnormal) converts to the same 0x80000000 as the reference's cast.
-MP_INLINE I8x8 RoundHalfAway(F8 p) {
-  const F8 half = reinterpret_cast<F8>((reinterpret_cast<U8x8>(p) & 0x80000000u) | kBelowHalf);
-  return __builtin_convertvector(p + half, I8x8);
-}
-
-// Q8Block over `nb` blocks, vectorised, 8 blocks at a time. False, with `y` partly written, if a
-// value is not finite.
-MP_HOT_LOOP bool Q8Blocks(const float* x, size_t nb, uint8_t* y) {
-  constexpr size_t kOut = 2 + kBlock;
-  size_t b = 0;
-  for (; b + kLanes <= nb; b += kLanes) {
-    F8 id;
-    U8x8 h;
-    if (!Q8GroupScales(x + b * kBlock, &id, &h)) return false;
-    for (int k = 0; k < kLanes; ++k) {
-      const float* xb = x + (b + k) * kBlock;
-      uint8_t* yb = y + (b + k) * kOut;
-      PutHalfBits(yb, h[k]);
-      for (int i = 0; i < kBlock; i += kLanes) {
-        StoreLowBytes(RoundHalfAway(Load8(xb + i) * id[k]), yb + 2 + i);
-      }
-    }
-  }
-  for (; b < nb; ++b) {
-    for (int j = 0; j < kBlock; ++j) {
-      if (!std::isfinite(x[b * kBlock + j])) return false;
-    }
-    Q8Block(x + b * kBlock, y + b * kOut);
-  }
-  return true;
-}
-
-// Q8Blocks, gguf's dequantization and AddErrorStats in one pass over the `nb` blocks at `x`.
-// False (y partly written, nothing added) for a value that is not finite, a block whose d is an
-// f32 subnormal (its stored bytes are not the rounded values) and sums the f32 runs cannot
-// hold: the caller then takes the three passes, which report or measure those.
-MP_HOT_LOOP bool Q8BlocksMeasured(const float* x, size_t nb, uint8_t* y, double* max_abs,
-                                  double* sums) {
-  constexpr size_t kOut = 2 + kBlock;
-  constexpr int kBlocksPerRun = kRun / kBlock;
-  RunStats st;
-  size_t b = 0;
-  for (; b + kLanes <= nb; b += kLanes) {
-    F8 id;
-    U8x8 h;
-    if (!Q8GroupScales(x + b * kBlock, &id, &h)) return false;
-    bool finite = true;
-    for (int k = 0; k < kLanes; ++k) finite &= id[k] <= FLT_MAX;
-    if (!finite) return false;
-    const F8 dh = HalfToFloat(h);  // the d a reader sees
-    for (int k = 0; k < kLanes; ++k) {
-      const float* xb = x + (b + k) * kBlock;
-      uint8_t* yb = y + (b + k) * kOut;
-      PutHalfBits(yb, h[k]);
-      for (int i = 0; i < kBlock; i += 2 * kLanes) {
-        F8 v[2], out[2];
-        for (int h2 = 0; h2 < 2; ++h2) {
-          v[h2] = Load8(xb + i + h2 * kLanes);
-          const I8x8 q = RoundHalfAway(v[h2] * id[k]);
-          StoreLowBytes(q, yb + 2 + i + h2 * kLanes);
-          out[h2] = __builtin_convertvector(q, F8) * dh[k];
-        }
-        st.Step(v[0], v[1], out[0], out[1]);
-      }
-      if (k % kBlocksPerRun == kBlocksPerRun - 1) st.EndRun();
-    }
-  }
-  // The last blocks (fewer than 8) one at a time, measured from their dequantized values.
-  const float* rest = x + b * kBlock;
-  const uint64_t n = (nb - b) * kBlock;
-  float back[kLanes * kBlock];
-  for (uint64_t j = 0; j < n; ++j) {
-    if (!std::isfinite(rest[j])) return false;
-  }
-  for (size_t k = 0; b + k < nb; ++k) {
-    uint8_t* yb = y + (b + k) * kOut;
-    Q8Block(rest + k * kBlock, yb);
-    const float dk = F16ToF32(static_cast<uint16_t>(yb[0] | (yb[1] << 8)));
-    for (int j = 0; j < kBlock; ++j) back[k * kBlock + j] = static_cast<int8_t>(yb[2 + j]) * dk;
-  }
-  uint64_t i = StepRuns(st, rest, back, 0, n);
-  if (!st.Finish(max_abs, sums)) return false;
-  for (; i < n; ++i) AddInDouble(rest[i], back[i], max_abs, sums);
-  return true;
-}
-
 // True when every x[0, n) is finite (exponent not all ones).
 MP_HOT_LOOP bool AllFinite(const float* x, uint64_t n) {
   I8x8 bad = {};
@@ -481,6 +198,93 @@ MP_HOT_LOOP bool AllFinite(const float* x, uint64_t n) {
   for (int l = 0; l < kLanes; ++l) ok &= bad[l] == 0;
   for (; i < n; ++i) ok &= std::isfinite(x[i]);
   return ok;
+}
+
+// Elements per run of f32 sums in the measured kernels (measured_kernels.inc): 16 steps of 16,
+// and 8 q8_0 blocks.
+constexpr uint64_t kRun = 256;
+constexpr int kSteps = static_cast<int>(kRun) / 16;
+
+// One element's terms, in double (every element of a call whose f32 sums cannot hold them).
+MP_INLINE void AddInDouble(double r, double o, double* max_abs, double* sums) {
+  const double e = o - r;
+  *max_abs = std::max(*max_abs, std::fabs(e));
+  sums[0] += e * e;
+  sums[1] += r * r;
+  sums[2] += r * e;
+}
+
+namespace portable {
+using L = lanes::PortableLanes;
+constexpr bool kInt8FastDivide = false;  // the definition: always x / s
+#include "modelport/convert/measured_kernels.inc"
+}  // namespace portable
+
+#ifdef MP_HAVE_AVX2_LANES
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+namespace avx2 {
+using L = lanes::Avx2Lanes;
+constexpr bool kInt8FastDivide = true;
+#include "modelport/convert/measured_kernels.inc"
+}  // namespace avx2
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+// Again with AVX-512 (lanes::Avx512Lanes says what for).
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512dq"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512dq")
+#endif
+namespace avx512 {
+using L = lanes::Avx512Lanes;
+constexpr bool kInt8FastDivide = true;
+#include "modelport/convert/measured_kernels.inc"
+}  // namespace avx512
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+KernelBuild g_kernel_build = KernelBuild::kBest;  // UseKernelBuildForTesting
+
+#ifdef MP_HAVE_AVX2_LANES
+bool UseAvx2() { return g_kernel_build != KernelBuild::kPortable && lanes::CpuHasAvx2Lanes(); }
+bool UseAvx512() { return g_kernel_build == KernelBuild::kBest && lanes::CpuHasAvx512Lanes(); }
+// The kernel `name` of the fastest build this CPU runs: avx512, avx2 or portable.
+#define MP_KERNEL(name, ...)                     \
+  (UseAvx512() ? avx512::name(__VA_ARGS__)       \
+   : UseAvx2() ? avx2::name(__VA_ARGS__)         \
+               : portable::name(__VA_ARGS__))
+#else
+#define MP_KERNEL(name, ...) portable::name(__VA_ARGS__)
+#endif
+
+void AddErrorStats(const float* ref, const float* out, uint64_t n, double* max_abs,
+                   double* sums) {
+  MP_KERNEL(AddErrorStats, ref, out, n, max_abs, sums);
+}
+
+void Int8Measured(const float* x, uint64_t n, float scale, int8_t* q, double* max_abs,
+                  double* sums, const float* next) {
+  MP_KERNEL(Int8Measured, x, n, scale, q, max_abs, sums, next);
+}
+
+bool Q8Blocks(const float* x, size_t nb, uint8_t* y) { return MP_KERNEL(Q8Blocks, x, nb, y); }
+
+bool Q8BlocksMeasured(const float* x, size_t nb, uint8_t* y, double* max_abs, double* sums) {
+  return MP_KERNEL(Q8BlocksMeasured, x, nb, y, max_abs, sums);
 }
 
 using BlockFn = void (*)(const float*, uint8_t*);
@@ -554,16 +358,15 @@ Status QuantizeBlocks(DType dtype, std::span<const float> src, uint8_t* out) {
     return InvalidArgument(std::to_string(src.size()) + " elements are not a whole number of " +
                            std::to_string(kBlock) + "-element blocks");
   }
-  // Q8_0 finds a non-finite value in its own pass; the others check first.
-  if (dtype == DType::kQ8_0 ? !Q8Blocks(src.data(), src.size() / kBlock, out)
-                            : !AllFinite(src.data(), src.size())) {
-    const uint64_t bad = FirstNonFinite(src.data(), src.size());
-    return NonFiniteAt(src.data(), bad);
+  if (!AllFinite(src.data(), src.size())) {
+    return NonFiniteAt(src.data(), FirstNonFinite(src.data(), src.size()));
   }
-  if (dtype == DType::kQ8_0) return Status::Ok();
+  const size_t nb = src.size() / kBlock;
+  // Q8_0 runs vectorised, but for a d that is an f32 subnormal (which only the reference's
+  // own arithmetic stores as it does).
+  if (dtype == DType::kQ8_0 && Q8Blocks(src.data(), nb, out)) return Status::Ok();
   const uint32_t block_bytes = Traits(dtype).block_bytes;
-  for (size_t b = 0; b < src.size() / kBlock; ++b)
-    fn(src.data() + b * kBlock, out + b * block_bytes);
+  for (size_t b = 0; b < nb; ++b) fn(src.data() + b * kBlock, out + b * block_bytes);
   return Status::Ok();
 }
 
@@ -602,32 +405,33 @@ void ForEachRun(const ChannelLayout& l, uint64_t begin, uint64_t end, Fn fn) {
   }
 }
 
-// max(m, max |x[0, n)|) into *m; false (and *m untouched) if a value is not finite.
+// max(m, max |x[0, n)|) into *m; false (and *m untouched) if a value is not finite. |x| is
+// compared as integers (the bits of non-negative floats order as their values), so an infinity
+// or NaN comes out as a maximum at or above kExpMask.
 MP_HOT_LOOP bool AbsMaxRun(const float* x, uint64_t n, float* m) {
-  F8 mv = {};
-  I8x8 bad = {};
+  I8x8 m0 = {}, m1 = {};
   uint64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes) {
-    I8x8 b;
-    __builtin_memcpy(&b, x + k, sizeof(b));
-    const I8x8 a = b & kAbsMask;
-    bad |= a >= kExpMask;  // |x| bits at or above infinity's: infinity or NaN
-    const F8 v = reinterpret_cast<F8>(a);
-    mv = v > mv ? v : mv;
+  for (; k + 2 * kLanes <= n; k += 2 * kLanes) {
+    I8x8 a, b;
+    __builtin_memcpy(&a, x + k, sizeof(a));
+    __builtin_memcpy(&b, x + k + kLanes, sizeof(b));
+    a &= kAbsMask;
+    b &= kAbsMask;
+    m0 = a > m0 ? a : m0;
+    m1 = b > m1 ? b : m1;
   }
-  float r = *m;
-  bool finite = true;
-  for (int l = 0; l < kLanes; ++l) {
-    finite &= bad[l] == 0;
-    r = std::max(r, mv[l]);
-  }
+  int32_t top = 0;
+  for (int l = 0; l < kLanes; ++l) top = std::max({top, m0[l], m1[l]});
   for (; k < n; ++k) {
-    const float v = std::fabs(x[k]);
-    finite &= v <= FLT_MAX;  // false for NaN and infinities
-    r = std::max(r, v);
+    int32_t bits;
+    std::memcpy(&bits, x + k, sizeof(bits));
+    top = std::max(top, bits & kAbsMask);
   }
-  if (finite) *m = r;
-  return finite;
+  if (top >= kExpMask) return false;
+  float r;
+  std::memcpy(&r, &top, sizeof(r));
+  *m = std::max(*m, r);
+  return true;
 }
 
 // q = clamp(round_half_even(x / s), -127, 127) over x[0, n) (Int8Quotients).
@@ -691,34 +495,35 @@ void DequantizeInt8(const int8_t* q, const ChannelLayout& l, const float* scales
   DequantizeInt8Range(q, l, scales, 0, l.elements(), out);
 }
 
-bool QuantizeInt8Measured(const float* x, uint64_t n, float scale, int8_t* q, ErrorStats* stats) {
+void QuantizeInt8Measured(const float* x, uint64_t n, float scale, int8_t* q, ErrorStats* stats,
+                          const float* next) {
   double max_abs = stats->max_abs;
-  double sums[4] = {stats->sum_sq_err, stats->sum_sq_ref, stats->sum_sq_out, stats->dot};
-  if (!QuantizeInt8MeasuredRun(x, n, scale, q, &max_abs, sums)) return false;
+  double sums[3] = {stats->sum_sq_err, stats->sum_sq_ref, stats->sum_ref_err};
+  Int8Measured(x, n, scale, q, &max_abs, sums, next);
   stats->SetSums(max_abs, sums, n);
-  return true;
 }
 
 bool QuantizeQ8_0Measured(std::span<const float> src, uint8_t* out, ErrorStats* stats) {
   if (src.size() % kBlock != 0) return false;
   double max_abs = stats->max_abs;
-  double sums[4] = {stats->sum_sq_err, stats->sum_sq_ref, stats->sum_sq_out, stats->dot};
+  double sums[3] = {stats->sum_sq_err, stats->sum_sq_ref, stats->sum_ref_err};
   if (!Q8BlocksMeasured(src.data(), src.size() / kBlock, out, &max_abs, sums)) return false;
   stats->SetSums(max_abs, sums, src.size());
   return true;
 }
 
+void UseKernelBuildForTesting(KernelBuild build) { g_kernel_build = build; }
+
 void ErrorStats::SetSums(double max, const double* sums, uint64_t added) {
   max_abs = max;
   sum_sq_err = sums[0];
   sum_sq_ref = sums[1];
-  sum_sq_out = sums[2];
-  dot = sums[3];
+  sum_ref_err = sums[2];
   count += added;
 }
 
 void ErrorStats::Add(const float* ref, const float* out, uint64_t n) {
-  double sums[4] = {sum_sq_err, sum_sq_ref, sum_sq_out, dot};
+  double sums[3] = {sum_sq_err, sum_sq_ref, sum_ref_err};
   double max = max_abs;
   AddErrorStats(ref, out, n, &max, sums);
   SetSums(max, sums, n);
@@ -729,8 +534,7 @@ void ErrorStats::Merge(const ErrorStats& other) {
   max_abs = std::max(max_abs, other.max_abs);
   sum_sq_err += other.sum_sq_err;
   sum_sq_ref += other.sum_sq_ref;
-  sum_sq_out += other.sum_sq_out;
-  dot += other.dot;
+  sum_ref_err += other.sum_ref_err;
 }
 
 double ErrorStats::rmse() const {
@@ -744,6 +548,9 @@ double ErrorStats::snr_db() const {
 }
 
 double ErrorStats::cosine() const {
+  // out = ref + e: out . ref = sum ref^2 + sum ref * e, |out|^2 = that + sum ref * e + sum e^2.
+  const double dot = sum_sq_ref + sum_ref_err;
+  const double sum_sq_out = std::max(0.0, dot + sum_ref_err + sum_sq_err);
   if (sum_sq_ref == 0 && sum_sq_out == 0) return 1.0;
   if (sum_sq_ref == 0 || sum_sq_out == 0) return 0.0;
   return dot / (std::sqrt(sum_sq_ref) * std::sqrt(sum_sq_out));

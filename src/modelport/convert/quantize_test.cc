@@ -289,8 +289,7 @@ void ExpectSameStats(const ErrorStats& a, const ErrorStats& b) {
       << a.max_abs << " " << b.max_abs;
   EXPECT_EQ(std::memcmp(&a.sum_sq_err, &b.sum_sq_err, sizeof(double)), 0);
   EXPECT_EQ(std::memcmp(&a.sum_sq_ref, &b.sum_sq_ref, sizeof(double)), 0);
-  EXPECT_EQ(std::memcmp(&a.sum_sq_out, &b.sum_sq_out, sizeof(double)), 0);
-  EXPECT_EQ(std::memcmp(&a.dot, &b.dot, sizeof(double)), 0);
+  EXPECT_EQ(std::memcmp(&a.sum_ref_err, &b.sum_ref_err, sizeof(double)), 0);
 }
 
 std::vector<float> Normal(size_t n, uint32_t seed, float sigma) {
@@ -301,15 +300,37 @@ std::vector<float> Normal(size_t n, uint32_t seed, float sigma) {
   return x;
 }
 
+// The scale Quantize gives these elements (one channel).
+float Int8ScaleOf(const std::vector<float>& x) {
+  float amax = 0.0f, scale = 1.0f;
+  for (const float v : x) amax = std::max(amax, std::fabs(v));
+  Int8ScalesFromAbsMax(&amax, 1, &scale);
+  return scale;
+}
+
+// The values of `n` elements with many ties: quotients x / s of exactly k + 0.5 and values
+// within an ulp or two of them, where x * (1 / s) can round the other way.
+std::vector<float> TieHeavy(size_t n, float scale) {
+  std::vector<float> x(n);
+  for (size_t i = 0; i < n; ++i) {
+    const float k = static_cast<float>(static_cast<int>(i % 250) - 125) + 0.5f;
+    x[i] = k * scale;
+    if (i % 3 == 1) x[i] = std::nextafter(x[i], 1.0f);
+    if (i % 3 == 2) x[i] = std::nextafter(x[i], -1.0f);
+  }
+  return x;
+}
+
 TEST(Int8, OnePassEqualsQuantizeDequantizeAndMeasure) {
-  // Lengths around the 128-element runs and the 16-element steps; a tie-heavy input too.
-  for (const size_t n : {0u, 1u, 15u, 16u, 127u, 128u, 129u, 300u, 2048u, 2047u}) {
-    for (int variant = 0; variant < 2; ++variant) {
+  // Lengths around the 256-element runs and the 32-element steps; tie-heavy inputs too.
+  for (const size_t n : {0u, 1u, 15u, 16u, 255u, 256u, 257u, 300u, 2048u, 2047u, 5000u}) {
+    for (int variant = 0; variant < 3; ++variant) {
       std::vector<float> x = Normal(n, static_cast<uint32_t>(n) + 7, 0.05f);
-      const float scale = variant == 0 ? 0.0011f : 0.25f;
       if (variant == 1) {
         for (size_t i = 0; i < n; ++i) x[i] = (static_cast<float>(i % 17) - 8.0f) * 0.125f;
       }
+      if (variant == 2) x = TieHeavy(n, 0.0011f);
+      const float scale = variant == 2 ? 0.0011f : Int8ScaleOf(x);
       ChannelLayout one;
       one.inner = n;
       std::vector<int8_t> q_two(n), q_one(n, 99);
@@ -318,22 +339,31 @@ TEST(Int8, OnePassEqualsQuantizeDequantizeAndMeasure) {
       DequantizeInt8Range(q_two.data(), one, &scale, 0, n, back.data());
       ErrorStats two, fused;
       two.Add(x.data(), back.data(), n);
-      ASSERT_TRUE(QuantizeInt8Measured(x.data(), n, scale, q_one.data(), &fused)) << n;
-      EXPECT_EQ(q_one, q_two) << n;
+      QuantizeInt8Measured(x.data(), n, scale, q_one.data(), &fused);
+      EXPECT_EQ(q_one, q_two) << n << " " << variant;
       ExpectSameStats(fused, two);
     }
   }
 }
 
-TEST(Int8, OnePassLeavesSumsItCannotHoldToTheSeparatePasses) {
-  // Squares beyond f32's range and below 2^-100 need the double sums: the kernel says so.
+TEST(Int8, OnePassMeasuresInDoubleWhatF32SumsCannotHold) {
+  // Squares beyond f32's range and below its normal range: both ways take the double sums.
   for (const float big : {3e20f, 1e-30f}) {
-    std::vector<float> x(256, big);
-    std::vector<int8_t> q(256);
-    const float scale = big / 127.0f;
-    ErrorStats stats;
-    EXPECT_FALSE(QuantizeInt8Measured(x.data(), x.size(), scale, q.data(), &stats)) << big;
-    EXPECT_EQ(stats.count, 0u);
+    std::vector<float> x = Normal(300, 5, big);
+    const float scale = Int8ScaleOf(x);
+    std::vector<int8_t> q_two(x.size()), q_one(x.size());
+    std::vector<float> back(x.size());
+    ChannelLayout one;
+    one.inner = x.size();
+    QuantizeInt8Range(x.data(), one, &scale, 0, x.size(), q_two.data());
+    DequantizeInt8Range(q_two.data(), one, &scale, 0, x.size(), back.data());
+    ErrorStats two, fused;
+    two.Add(x.data(), back.data(), x.size());
+    QuantizeInt8Measured(x.data(), x.size(), scale, q_one.data(), &fused);
+    EXPECT_EQ(q_one, q_two) << big;
+    ExpectSameStats(fused, two);
+    EXPECT_GT(fused.sum_sq_err, 0.0) << big;  // not lost to f32 underflow
+    EXPECT_TRUE(std::isfinite(fused.sum_sq_ref)) << big;  // nor overflow
   }
 }
 
@@ -349,15 +379,10 @@ TEST(QuantizeBlocks, Q8_0OnePassEqualsQuantizeDequantizeAndMeasure) {
     ASSERT_TRUE(gguf::DequantizeToF32(DType::kQ8_0, two, back.data()).ok());
     ErrorStats separate, fused;
     separate.Add(x.data(), back.data(), n);
-    const bool measured = QuantizeQ8_0Measured(x, one.data(), &fused);
+    // With x[100]: 1e7 / 127 is above f16's largest, d is stored as infinity and its block
+    // dequantizes to NaN (0 * inf) and infinities, which both ways measure in double.
+    ASSERT_TRUE(QuantizeQ8_0Measured(x, one.data(), &fused)) << blocks;
     EXPECT_EQ(one, two) << blocks;
-    if (n >= 128) {
-      // 1e7 / 127 is above f16's largest: d is stored as infinity and its block dequantizes
-      // to NaN (0 * inf), which only the double sums measure.
-      EXPECT_FALSE(measured);
-      continue;
-    }
-    ASSERT_TRUE(measured) << blocks;
     ExpectSameStats(fused, separate);
   }
   for (const size_t blocks : {8u, 64u, 13u}) {
@@ -373,6 +398,58 @@ TEST(QuantizeBlocks, Q8_0OnePassEqualsQuantizeDequantizeAndMeasure) {
     EXPECT_EQ(one, two);
     ExpectSameStats(fused, separate);
   }
+}
+
+// Where the CPU has AVX-512 or AVX2 (with FMA and F16C) the kernels run intrinsics; elsewhere
+// the portable build. All must give the same bytes and the same report bits.
+TEST(QuantizeKernels, IntrinsicBuildsEqualPortable) {
+  struct Result {
+    std::vector<int8_t> q;
+    std::vector<uint8_t> blocks;
+    ErrorStats int8, q8, cast;
+  };
+  const auto run = [](const std::vector<float>& x, float scale, KernelBuild build) {
+    UseKernelBuildForTesting(build);
+    Result r;
+    r.q.resize(x.size());
+    QuantizeInt8Measured(x.data(), x.size(), scale, r.q.data(), &r.int8);
+    const size_t whole = x.size() / 32 * 32;
+    r.blocks.resize(whole / 32 * 34);
+    const std::span<const float> head(x.data(), whole);
+    EXPECT_TRUE(QuantizeBlocks(DType::kQ8_0, head, r.blocks.data()).ok());
+    EXPECT_TRUE(QuantizeQ8_0Measured(head, r.blocks.data(), &r.q8));
+    std::vector<float> out(x.size());
+    for (size_t i = 0; i < x.size(); ++i) out[i] = F16ToF32(F32ToF16(x[i]));  // an f16 cast
+    r.cast.Add(x.data(), out.data(), x.size());
+    UseKernelBuildForTesting(KernelBuild::kBest);
+    return r;
+  };
+  int cases = 0;
+  for (const size_t n : {31u, 256u, 777u, 4096u, 65536u + 96u}) {
+    for (int variant = 0; variant < 4; ++variant) {
+      std::vector<float> x = Normal(n, static_cast<uint32_t>(n * 4 + variant), 0.02f);
+      if (variant == 1) x = TieHeavy(n, 0.0011f);
+      if (variant == 2) {
+        for (size_t i = 0; i < n; i += 7) x[i] = 0.0f;  // pruned weights and a zero block
+        for (size_t i = 0; i < std::min<size_t>(n, 32); ++i) x[i] = 0.0f;
+      }
+      if (variant == 3) {
+        for (size_t i = 0; i < n; ++i) x[i] *= (i % 64 < 32) ? 1e-20f : 1e15f;  // f32 edges
+      }
+      const float scale = variant == 1 ? 0.0011f : Int8ScaleOf(x);
+      const Result a = run(x, scale, KernelBuild::kPortable);
+      for (const KernelBuild build : {KernelBuild::kAvx2, KernelBuild::kBest}) {
+        const Result b = run(x, scale, build);
+        EXPECT_EQ(a.q, b.q) << n << " " << variant;
+        EXPECT_EQ(a.blocks, b.blocks) << n << " " << variant;
+        ExpectSameStats(a.int8, b.int8);
+        ExpectSameStats(a.q8, b.q8);
+        ExpectSameStats(a.cast, b.cast);
+      }
+      ++cases;
+    }
+  }
+  EXPECT_EQ(cases, 20);
 }
 
 TEST(QuantizeBlocks, Q8_0OnePassRefusesWhatTheSeparatePassesHandle) {
