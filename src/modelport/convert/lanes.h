@@ -14,6 +14,7 @@
 #include "modelport/convert/cast.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define MP_HAVE_AVX2_LANES 1
 #endif
@@ -66,6 +67,10 @@ struct PortableLanes {
   /// a * b + c, rounded once.
   MP_LANE static F Fma(F a, F b, F c) {
     return Map([&](int l) { return std::fma(a.v[l], b.v[l], c.v[l]); });
+  }
+  /// a * b - c, rounded once.
+  MP_LANE static F MulSub(F a, F b, F c) {
+    return Map([&](int l) { return std::fma(a.v[l], b.v[l], -c.v[l]); });
   }
   /// a > b ? a : b (b where either is NaN), as x86's max does.
   MP_LANE static F Max(F a, F b) {
@@ -184,6 +189,7 @@ struct Avx2Lanes {
   MP_AVX2_LANE static F Mul(F a, F b) { return _mm256_mul_ps(a, b); }
   MP_AVX2_LANE static F Div(F a, F b) { return _mm256_div_ps(a, b); }
   MP_AVX2_LANE static F Fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  MP_AVX2_LANE static F MulSub(F a, F b, F c) { return _mm256_fmsub_ps(a, b, c); }
   MP_AVX2_LANE static F Max(F a, F b) { return _mm256_max_ps(a, b); }
   MP_AVX2_LANE static F Min(F a, F b) { return _mm256_min_ps(a, b); }
   MP_AVX2_LANE static F Abs(F a) {
@@ -280,8 +286,12 @@ inline bool CpuHasAvx512Lanes() {
 
 /// True where the CPU runs Avx2Lanes (AVX2, FMA and F16C).
 inline bool CpuHasAvx2Lanes() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
+  // F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know it.
+  static const bool has = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & (1u << 29)) != 0;
+    return f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
   return has;
 }
 #endif

@@ -53,15 +53,12 @@ constexpr int kBlock = 32;  // elements per block of every type QuantizeBlocks w
 
 typedef float F8 __attribute__((vector_size(32)));
 typedef int32_t I8x8 __attribute__((vector_size(32)));
-typedef uint32_t U8x8 __attribute__((vector_size(32)));
-typedef double D4 __attribute__((vector_size(32)));
 typedef int8_t C32 __attribute__((vector_size(32)));
 typedef int8_t C8 __attribute__((vector_size(8)));
 
 constexpr int kLanes = 8;
 constexpr int32_t kAbsMask = 0x7FFFFFFF;
 constexpr int32_t kExpMask = 0x7F800000;     // all ones: infinity or NaN
-constexpr uint32_t kBelowHalf = 0x3EFFFFFF;  // 0.5 - 2^-25, the f32 just below 0.5
 
 #define MP_INLINE inline __attribute__((always_inline))
 
