@@ -197,10 +197,11 @@ MP_HOT_LOOP bool AllFinite(const float* x, uint64_t n) {
   return ok;
 }
 
-// Elements per run of f32 sums in the measured kernels (measured_kernels.inc): 16 steps of 16,
-// and 8 q8_0 blocks.
-constexpr uint64_t kRun = 256;
-constexpr int kSteps = static_cast<int>(kRun) / 16;
+// The measured kernels' parts (measured_kernels.inc): 16 steps of 16 elements, or 8 q8_0
+// blocks; their f32 sums run over up to kPartsPerRun parts.
+constexpr uint64_t kPart = 256;
+constexpr uint64_t kPartsPerRun = 4;
+constexpr int kSteps = static_cast<int>(kPart) / 16;
 
 // One element's terms, in double (every element of a call whose f32 sums cannot hold them).
 MP_INLINE void AddInDouble(double r, double o, double* max_abs, double* sums) {
