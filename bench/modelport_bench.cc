@@ -971,12 +971,12 @@ void QuantizeRows(const Options& opt, const std::string& model_path, uint64_t ra
   for (const unsigned threads : thread_counts) {
     mem[threads] = Summarize(Time(
         opt.reps, nullptr, [&] { (void)TimeMemoryRead(*model, threads); }, nullptr));
-    m_rows->push_back(
-        {.name = threads == 1 ? "memory read, 1 thread (sum of the loaded model's words) [M]"
-                              : "memory read, " + std::to_string(threads) + " threads [M" +
-                                    std::to_string(threads) + "]",
-         .time = mem[threads],
-         .bytes = raw_bytes});
+    m_rows->push_back({.name = threads == 1
+                                   ? "memory read, 1 thread (sum of the loaded model's words) [M]"
+                                   : "memory read, " + std::to_string(threads) + " threads [M" +
+                                         std::to_string(threads) + "]",
+                       .time = mem[threads],
+                       .bytes = raw_bytes});
   }
   rows.push_back(Section("quantize (the 1 GiB f32 model in memory, Load() of every tensor)"));
   for (const QuantScheme scheme : {QuantScheme::kInt8, QuantScheme::kQ8_0}) {
@@ -1000,8 +1000,8 @@ void QuantizeRows(const Options& opt, const std::string& model_path, uint64_t ra
       const Stat t = Summarize(runs);
       // Per core, against the memory read per core: time of M over time of this run.
       const double per_core = static_cast<double>(raw_bytes) / (t.ms * 1e6) / threads;
-      const double mem_per_core = static_cast<double>(raw_bytes) / (mem[threads].ms * 1e6) /
-                                  threads;
+      const double mem_per_core =
+          static_cast<double>(raw_bytes) / (mem[threads].ms * 1e6) / threads;
       const double paired_time = PairedRatio(runs, m_runs);
       const double paired = 1 / paired_time;
       const ErrorStats err = report.overall();
@@ -1011,13 +1011,13 @@ void QuantizeRows(const Options& opt, const std::string& model_path, uint64_t ra
                    std::to_string(threads) + (threads == 1 ? " thread)" : " threads)"),
            .time = t,
            .bytes = raw_bytes,
-           .vs_limit = Fmt("%.2fx ", t.ms / mem[threads].ms) + m +
-                       Fmt(" (paired %.2fx)", paired_time),
+           .vs_limit =
+               Fmt("%.2fx ", t.ms / mem[threads].ms) + m + Fmt(" (paired %.2fx)", paired_time),
            .vs_peer = std::to_string(report.quantized_count()) + " tensors quantized, " +
                       Fmt("SNR %.1f dB", err.snr_db()),
            .target = Fmt("per core: %.2f GB/s", per_core) +
-                     Fmt(" = %.0f%% of memory read per core (", 100 * per_core / mem_per_core) +
-                     m + "/" + std::to_string(threads) +
+                     Fmt(" = %.0f%% of memory read per core (", 100 * per_core / mem_per_core) + m +
+                     "/" + std::to_string(threads) +
                      Fmt(", paired %.0f%%); target >= 50%%: ", 100 * paired) +
                      Verdict(paired >= 0.5)});
     }

@@ -279,8 +279,8 @@ struct Avx512Lanes : Avx2Lanes {
 
 /// True where the CPU runs Avx512Lanes.
 inline bool CpuHasAvx512Lanes() {
-  static const bool has = __builtin_cpu_supports("avx512f") &&
-                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512dq");
   return has;
 }
 

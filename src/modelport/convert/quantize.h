@@ -117,9 +117,9 @@ void UseKernelBuildForTesting(KernelBuild build);
 /// Error of an approximation `out` of `ref`, accumulated in double.
 struct ErrorStats {
   uint64_t count = 0;
-  double max_abs = 0;     ///< max |out - ref|
-  double sum_sq_err = 0;  ///< sum (out - ref)^2
-  double sum_sq_ref = 0;  ///< sum ref^2
+  double max_abs = 0;      ///< max |out - ref|
+  double sum_sq_err = 0;   ///< sum (out - ref)^2
+  double sum_sq_ref = 0;   ///< sum ref^2
   double sum_ref_err = 0;  ///< sum ref * (out - ref)
 
   void Add(const float* ref, const float* out, uint64_t n);

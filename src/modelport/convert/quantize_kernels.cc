@@ -58,7 +58,7 @@ typedef int8_t C8 __attribute__((vector_size(8)));
 
 constexpr int kLanes = 8;
 constexpr int32_t kAbsMask = 0x7FFFFFFF;
-constexpr int32_t kExpMask = 0x7F800000;     // all ones: infinity or NaN
+constexpr int32_t kExpMask = 0x7F800000;  // all ones: infinity or NaN
 
 #define MP_INLINE inline __attribute__((always_inline))
 
@@ -202,6 +202,7 @@ MP_HOT_LOOP bool AllFinite(const float* x, uint64_t n) {
 constexpr uint64_t kPart = 256;
 constexpr uint64_t kPartsPerRun = 4;
 constexpr int kSteps = static_cast<int>(kPart) / 16;
+constexpr uint64_t kQ8Ahead = 32;  // q8_0 groups (32 KiB of input) prefetched ahead
 
 // One element's terms, in double (every element of a call whose f32 sums cannot hold them).
 MP_INLINE void AddInDouble(double r, double o, double* max_abs, double* sums) {
@@ -261,21 +262,20 @@ KernelBuild g_kernel_build = KernelBuild::kBest;  // UseKernelBuildForTesting
 bool UseAvx2() { return g_kernel_build != KernelBuild::kPortable && lanes::CpuHasAvx2Lanes(); }
 bool UseAvx512() { return g_kernel_build == KernelBuild::kBest && lanes::CpuHasAvx512Lanes(); }
 // The kernel `name` of the fastest build this CPU runs: avx512, avx2 or portable.
-#define MP_KERNEL(name, ...)                     \
-  (UseAvx512() ? avx512::name(__VA_ARGS__)       \
-   : UseAvx2() ? avx2::name(__VA_ARGS__)         \
+#define MP_KERNEL(name, ...)               \
+  (UseAvx512() ? avx512::name(__VA_ARGS__) \
+   : UseAvx2() ? avx2::name(__VA_ARGS__)   \
                : portable::name(__VA_ARGS__))
 #else
 #define MP_KERNEL(name, ...) portable::name(__VA_ARGS__)
 #endif
 
-void AddErrorStats(const float* ref, const float* out, uint64_t n, double* max_abs,
-                   double* sums) {
+void AddErrorStats(const float* ref, const float* out, uint64_t n, double* max_abs, double* sums) {
   MP_KERNEL(AddErrorStats, ref, out, n, max_abs, sums);
 }
 
-void Int8Measured(const float* x, uint64_t n, float scale, int8_t* q, double* max_abs,
-                  double* sums, const float* next) {
+void Int8Measured(const float* x, uint64_t n, float scale, int8_t* q, double* max_abs, double* sums,
+                  const float* next) {
   MP_KERNEL(Int8Measured, x, n, scale, q, max_abs, sums, next);
 }
 

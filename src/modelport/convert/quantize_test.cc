@@ -362,7 +362,7 @@ TEST(Int8, OnePassMeasuresInDoubleWhatF32SumsCannotHold) {
     QuantizeInt8Measured(x.data(), x.size(), scale, q_one.data(), &fused);
     EXPECT_EQ(q_one, q_two) << big;
     ExpectSameStats(fused, two);
-    EXPECT_GT(fused.sum_sq_err, 0.0) << big;  // not lost to f32 underflow
+    EXPECT_GT(fused.sum_sq_err, 0.0) << big;              // not lost to f32 underflow
     EXPECT_TRUE(std::isfinite(fused.sum_sq_ref)) << big;  // nor overflow
   }
 }
