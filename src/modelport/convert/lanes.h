@@ -137,6 +137,12 @@ struct PortableLanes {
       hi->v[l] += static_cast<double>(a.v[l + kLanes / 2]);
     }
   }
+  /// n bytes (a multiple of 16) from src (16-byte aligned) to dst (16-byte aligned), past the
+  /// caches where the CPU can; StreamFence orders them before later stores.
+  MP_LANE static void Stream(const uint8_t* src, size_t n, uint8_t* dst) {
+    std::memcpy(dst, src, n);
+  }
+  MP_LANE static void StreamFence() {}
   MP_LANE static double Lane(D a, int l) { return a.v[l]; }
   MP_LANE static float Lane(F a, int l) { return a.v[l]; }
   /// Bit l set where lane l of a <= b (of a == b, a >= b); none for NaN.
@@ -221,6 +227,13 @@ struct Avx2Lanes {
     *lo = _mm256_add_pd(*lo, _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
     *hi = _mm256_add_pd(*hi, _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
   }
+  MP_AVX2_LANE static void Stream(const uint8_t* src, size_t n, uint8_t* dst) {
+    for (size_t i = 0; i < n; i += 16) {
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i),
+                       _mm_load_si128(reinterpret_cast<const __m128i*>(src + i)));
+    }
+  }
+  MP_AVX2_LANE static void StreamFence() { _mm_sfence(); }
   MP_AVX2_LANE static double Lane(D a, int l) {
     alignas(32) double v[4];
     _mm256_store_pd(v, a);
