@@ -228,10 +228,18 @@ struct Avx2Lanes {
     *hi = _mm256_add_pd(*hi, _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
   }
   MP_AVX2_LANE static void Stream(const uint8_t* src, size_t n, uint8_t* dst) {
-    for (size_t i = 0; i < n; i += 16) {
+    size_t i = 0;
+    const auto stream16 = [&] {
       _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i),
-                       _mm_load_si128(reinterpret_cast<const __m128i*>(src + i)));
+                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+      i += 16;
+    };
+    if (reinterpret_cast<uintptr_t>(dst) % 32 != 0 && i < n) stream16();
+    for (; i + 32 <= n; i += 32) {  // 32 bytes a store where dst is 32-byte aligned
+      _mm256_stream_si256(reinterpret_cast<I*>(dst + i),
+                          _mm256_loadu_si256(reinterpret_cast<const I*>(src + i)));
     }
+    if (i < n) stream16();
   }
   MP_AVX2_LANE static void StreamFence() { _mm_sfence(); }
   MP_AVX2_LANE static double Lane(D a, int l) {

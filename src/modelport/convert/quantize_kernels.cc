@@ -1,6 +1,7 @@
 // The element-level half of quantize.h: scheme names, ggml's reference block quantizers, the
 // int8 symmetric kernels and the error statistics.
 #include <algorithm>
+#include <bit>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
