@@ -271,7 +271,8 @@ class QuantizedSource final : public ModelSource {
           // separate passes where that pass refuses).
           if (info.dtype == DType::kQ8_0 &&
               QuantizeQ8_0Measured(std::span<const float>(x + b, end - b),
-                                   dst + b / kBlockElems * block_bytes, &parts[b / kChunk])) {
+                                   dst + b / kBlockElems * block_bytes, &parts[b / kChunk],
+                                   n - end)) {
             return Status::Ok();
           }
           std::vector<float> back(kPiece);

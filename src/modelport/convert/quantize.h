@@ -107,7 +107,9 @@ void QuantizeInt8Measured(const float* x, uint64_t n, float scale, int8_t* q, Er
 /// QuantizeBlocks(kQ8_0, ...) and stats->Add of the dequantized blocks, in one pass with the
 /// same results. False (out partly written, stats untouched) for what QuantizeBlocks refuses or
 /// does in the reference's scalar arithmetic (a d that is an f32 subnormal).
-bool QuantizeQ8_0Measured(std::span<const float> src, uint8_t* out, ErrorStats* stats);
+/// `more`: how many elements after src the caller reads next (fetched along the way).
+bool QuantizeQ8_0Measured(std::span<const float> src, uint8_t* out, ErrorStats* stats,
+                          uint64_t more = 0);
 /// The builds of the kernels above (and ErrorStats::Add's): by default the fastest this CPU
 /// runs (AVX-512, AVX2 with FMA and F16C, or portable C++), all with the same results. Tests
 /// pick a slower one to compare.

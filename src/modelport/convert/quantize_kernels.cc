@@ -282,8 +282,9 @@ void Int8Measured(const float* x, uint64_t n, float scale, int8_t* q, double* ma
 
 bool Q8Blocks(const float* x, size_t nb, uint8_t* y) { return MP_KERNEL(Q8Blocks, x, nb, y); }
 
-bool Q8BlocksMeasured(const float* x, size_t nb, uint8_t* y, double* max_abs, double* sums) {
-  return MP_KERNEL(Q8BlocksMeasured, x, nb, y, max_abs, sums);
+bool Q8BlocksMeasured(const float* x, size_t nb, uint64_t more, uint8_t* y, double* max_abs,
+                      double* sums) {
+  return MP_KERNEL(Q8BlocksMeasured, x, nb, more, y, max_abs, sums);
 }
 
 using BlockFn = void (*)(const float*, uint8_t*);
@@ -502,11 +503,12 @@ void QuantizeInt8Measured(const float* x, uint64_t n, float scale, int8_t* q, Er
   stats->SetSums(max_abs, sums, n);
 }
 
-bool QuantizeQ8_0Measured(std::span<const float> src, uint8_t* out, ErrorStats* stats) {
+bool QuantizeQ8_0Measured(std::span<const float> src, uint8_t* out, ErrorStats* stats,
+                          uint64_t more) {
   if (src.size() % kBlock != 0) return false;
   double max_abs = stats->max_abs;
   double sums[3] = {stats->sum_sq_err, stats->sum_sq_ref, stats->sum_ref_err};
-  if (!Q8BlocksMeasured(src.data(), src.size() / kBlock, out, &max_abs, sums)) return false;
+  if (!Q8BlocksMeasured(src.data(), src.size() / kBlock, more, out, &max_abs, sums)) return false;
   stats->SetSums(max_abs, sums, src.size());
   return true;
 }
