@@ -179,7 +179,9 @@ struct PortableLanes {
 };
 
 #ifdef MP_HAVE_AVX2_LANES
-#define MP_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define MP_AVX2_TARGET "avx2,fma,f16c"
+#define MP_AVX512_TARGET "avx2,fma,f16c,avx512f,avx512vl,avx512dq"
+#define MP_AVX2 __attribute__((target(MP_AVX2_TARGET)))
 #define MP_AVX2_LANE MP_AVX2 MP_LANE
 
 struct Avx2Lanes {
@@ -286,7 +288,7 @@ struct Avx2Lanes {
   }
 };
 
-#define MP_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512dq")))
+#define MP_AVX512 __attribute__((target(MP_AVX512_TARGET)))
 
 /// Avx2Lanes where AVX-512 (F, VL, DQ) is there too: 32 registers instead of 16 (the kernels
 /// keep 13 sums and constants live; with 16 they spill, and the sums' dependency chains then

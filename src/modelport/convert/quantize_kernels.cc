@@ -221,40 +221,33 @@ constexpr bool kInt8FastDivide = false;  // the definition: always x / s
 }  // namespace portable
 
 #ifdef MP_HAVE_AVX2_LANES
+// Every function defined between MP_TARGET_PUSH(t) and MP_TARGET_POP is built for target t.
+#define MP_PRAGMA(...) _Pragma(#__VA_ARGS__)
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#define MP_TARGET_PUSH(t) \
+  MP_PRAGMA(clang attribute push(__attribute__((target(t))), apply_to = function))
+#define MP_TARGET_POP MP_PRAGMA(clang attribute pop)
 #else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
+#define MP_TARGET_PUSH(t) MP_PRAGMA(GCC push_options) MP_PRAGMA(GCC target(t))
+#define MP_TARGET_POP MP_PRAGMA(GCC pop_options)
 #endif
+
+MP_TARGET_PUSH(MP_AVX2_TARGET)
 namespace avx2 {
 using L = lanes::Avx2Lanes;
 constexpr bool kInt8FastDivide = true;
 #include "modelport/convert/measured_kernels.inc"
 }  // namespace avx2
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+MP_TARGET_POP
+
 // Again with AVX-512 (lanes::Avx512Lanes says what for).
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512dq"))), \
-                             apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512dq")
-#endif
+MP_TARGET_PUSH(MP_AVX512_TARGET)
 namespace avx512 {
 using L = lanes::Avx512Lanes;
 constexpr bool kInt8FastDivide = true;
 #include "modelport/convert/measured_kernels.inc"
 }  // namespace avx512
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+MP_TARGET_POP
 #endif
 
 KernelBuild g_kernel_build = KernelBuild::kBest;  // UseKernelBuildForTesting
