@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -450,6 +451,53 @@ TEST(QuantizeKernels, IntrinsicBuildsEqualPortable) {
     }
   }
   EXPECT_EQ(cases, 20);
+}
+
+// ggml's quantize_row_q8_0_ref, element by element: d = max |x| / 127 stored as f16, q =
+// roundf(x * (1 / d)).
+std::vector<uint8_t> Q8_0ByTheFormula(const float* x, size_t blocks) {
+  std::vector<uint8_t> out;
+  for (size_t b = 0; b < blocks; ++b) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    out = Cat(out, Half(d));
+    for (int j = 0; j < 32; ++j) {
+      out.push_back(static_cast<uint8_t>(static_cast<int8_t>(std::roundf(x[b * 32 + j] * id))));
+    }
+  }
+  return out;
+}
+
+// Every length around the kernels' groups of 8 blocks and their streamed batches of 64, written
+// at every alignment the kernels treat apart (streamed where 16- or 32-byte aligned): the
+// formula's bytes, and not one byte outside the output.
+TEST(QuantizeBlocks, Q8_0EqualsTheFormulaAtEveryLengthAndAlignment) {
+  const std::vector<float> x = Normal(32 * 200, 12, 0.3f);
+  for (const size_t blocks : {1u, 7u, 8u, 9u, 63u, 64u, 65u, 71u, 128u, 129u, 200u}) {
+    const std::vector<uint8_t> want = Q8_0ByTheFormula(x.data(), blocks);
+    const std::span<const float> in(x.data(), blocks * 32);
+    for (const size_t offset : {0u, 1u, 2u, 16u, 32u}) {
+      for (const bool measured : {false, true}) {
+        alignas(64) static uint8_t area[200 * 34 + 128];
+        std::memset(area, 0xEE, sizeof(area));
+        uint8_t* out = area + offset;
+        ErrorStats stats;
+        if (measured) {
+          ASSERT_TRUE(QuantizeQ8_0Measured(in, out, &stats));
+          EXPECT_EQ(stats.count, blocks * 32);
+        } else {
+          ASSERT_TRUE(QuantizeBlocks(DType::kQ8_0, in, out).ok());
+        }
+        EXPECT_EQ(std::vector<uint8_t>(out, out + want.size()), want)
+            << blocks << " blocks at offset " << offset << (measured ? ", measured" : "");
+        for (size_t i = 0; i < sizeof(area); ++i) {
+          if (i < offset || i >= offset + want.size()) ASSERT_EQ(area[i], 0xEE) << i;
+        }
+      }
+    }
+  }
 }
 
 TEST(QuantizeBlocks, Q8_0OnePassRefusesWhatTheSeparatePassesHandle) {
