@@ -41,55 +41,25 @@ constexpr QuantScheme kAllSchemes[] = {
 
 constexpr int kBlock = 32;  // elements per block of every type QuantizeBlocks writes
 
-// The hot loops are written with GCC vector types, 8 lanes wide, and compiled twice: for AVX2
-// (picked at load time where the CPU has it) and for baseline x86-64 (SSE2: each 8-lane
-// operation becomes two). The lanes do the same IEEE operations in the same order in both, so
-// the results do not depend on the CPU. No FMA: "avx2" does not enable it, so products and sums
-// are rounded separately as the reference formulas are.
+// The scans below (finite check, maxima, int8 dequantization) are written with GCC vector types,
+// 8 lanes wide, and compiled twice: for AVX2 (picked at load time where the CPU has it) and for
+// baseline x86-64 (SSE2: each 8-lane operation becomes two). The lanes do the same IEEE
+// operations in the same order in both, so the results do not depend on the CPU. No FMA:
+// "avx2" does not enable it, so products and sums are rounded separately. The quantizers
+// themselves are the lane kernels further down (measured_kernels.inc).
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define MP_HOT_LOOP __attribute__((target_clones("avx2", "default")))
 #else
 #define MP_HOT_LOOP
 #endif
 
-typedef float F8 __attribute__((vector_size(32)));
 typedef int32_t I8x8 __attribute__((vector_size(32)));
-typedef int8_t C32 __attribute__((vector_size(32)));
-typedef int8_t C8 __attribute__((vector_size(8)));
 
 constexpr int kLanes = 8;
 constexpr int32_t kAbsMask = 0x7FFFFFFF;
 constexpr int32_t kExpMask = 0x7F800000;  // all ones: infinity or NaN
 
 #define MP_INLINE inline __attribute__((always_inline))
-
-MP_INLINE F8 Load8(const float* p) {
-  F8 v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-// The low bytes of 8 int32 lanes, stored at `dst`.
-MP_INLINE void StoreLowBytes(I8x8 v, void* dst) {
-  const C32 bytes = reinterpret_cast<C32>(v);
-  const C8 packed = __builtin_shufflevector(bytes, bytes, 0, 4, 8, 12, 16, 20, 24, 28);
-  __builtin_memcpy(dst, &packed, sizeof(packed));
-}
-
-// clamp(round_half_even(x / s), -127, 127), as floats. Clamping first keeps |v| <= 127, where
-// adding and subtracting 1.5 * 2^23 rounds to the nearest integer, ties to even (as numpy's
-// round and ONNX QuantizeLinear do), in the default rounding mode.
-constexpr float kRoundMagic = 12582912.0f;
-MP_INLINE F8 Int8Quotients(F8 x, float s) {
-  F8 v = x / s;
-  v = v < -127.0f ? -127.0f : v;  // std::max(v, -127.0f)
-  v = 127.0f < v ? 127.0f : v;    // std::min(v, 127.0f)
-  return (v + kRoundMagic) - kRoundMagic;
-}
-MP_INLINE int8_t Int8Quotient(float x, float s) {
-  const float v = std::min(std::max(x / s, -127.0f), 127.0f);
-  return static_cast<int8_t>((v + kRoundMagic) - kRoundMagic);
-}
 
 // f16 bits, little-endian, as ggml blocks store their scales.
 MP_INLINE void PutHalfBits(uint8_t* dst, uint32_t h) {
@@ -269,6 +239,10 @@ void AddErrorStats(const float* ref, const float* out, uint64_t n, double* max_a
   MP_KERNEL(AddErrorStats, ref, out, n, max_abs, sums);
 }
 
+void Int8Values(const float* x, uint64_t n, float scale, int8_t* q) {
+  MP_KERNEL(Int8Values, x, n, scale, q);
+}
+
 void Int8Measured(const float* x, uint64_t n, float scale, int8_t* q, double* max_abs, double* sums,
                   const float* next) {
   MP_KERNEL(Int8Measured, x, n, scale, q, max_abs, sums, next);
@@ -428,15 +402,6 @@ MP_HOT_LOOP bool AbsMaxRun(const float* x, uint64_t n, float* m) {
   return true;
 }
 
-// q = clamp(round_half_even(x / s), -127, 127) over x[0, n) (Int8Quotients).
-MP_HOT_LOOP void QuantizeInt8Run(const float* x, uint64_t n, float s, int8_t* q) {
-  uint64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes) {
-    StoreLowBytes(__builtin_convertvector(Int8Quotients(Load8(x + k), s), I8x8), q + k);
-  }
-  for (; k < n; ++k) q[k] = Int8Quotient(x[k], s);
-}
-
 MP_HOT_LOOP void DequantizeInt8Run(const int8_t* __restrict q, uint64_t n, float s,
                                    float* __restrict out) {
   for (uint64_t k = 0; k < n; ++k) out[k] = static_cast<float>(q[k]) * s;
@@ -470,7 +435,7 @@ Status Int8Scales(const float* x, const ChannelLayout& l, float* scales) {
 void QuantizeInt8Range(const float* x, const ChannelLayout& l, const float* scales, uint64_t begin,
                        uint64_t end, int8_t* q) {
   ForEachRun(l, begin, end, [&](uint64_t c, uint64_t i, uint64_t j) {
-    QuantizeInt8Run(x + i, j - i, scales[c], q + i);
+    Int8Values(x + i, j - i, scales[c], q + i);
   });
 }
 

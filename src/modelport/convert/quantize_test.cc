@@ -405,7 +405,7 @@ TEST(QuantizeBlocks, Q8_0OnePassEqualsQuantizeDequantizeAndMeasure) {
 // the portable build. All must give the same bytes and the same report bits.
 TEST(QuantizeKernels, IntrinsicBuildsEqualPortable) {
   struct Result {
-    std::vector<int8_t> q;
+    std::vector<int8_t> q, values;  // measured, and not (QuantizeInt8)
     std::vector<uint8_t> blocks;
     ErrorStats int8, q8, cast;
   };
@@ -414,6 +414,10 @@ TEST(QuantizeKernels, IntrinsicBuildsEqualPortable) {
     Result r;
     r.q.resize(x.size());
     QuantizeInt8Measured(x.data(), x.size(), scale, r.q.data(), &r.int8);
+    r.values.resize(x.size());
+    ChannelLayout one_channel;
+    one_channel.inner = x.size();
+    QuantizeInt8(x.data(), one_channel, &scale, r.values.data());
     const size_t whole = x.size() / 32 * 32;
     r.blocks.resize(whole / 32 * 34);
     const std::span<const float> head(x.data(), whole);
@@ -442,6 +446,8 @@ TEST(QuantizeKernels, IntrinsicBuildsEqualPortable) {
       for (const KernelBuild build : {KernelBuild::kAvx2, KernelBuild::kBest}) {
         const Result b = run(x, scale, build);
         EXPECT_EQ(a.q, b.q) << n << " " << variant;
+        EXPECT_EQ(a.values, b.values) << n << " " << variant;
+        EXPECT_EQ(a.values, a.q) << n << " " << variant;
         EXPECT_EQ(a.blocks, b.blocks) << n << " " << variant;
         ExpectSameStats(a.int8, b.int8);
         ExpectSameStats(a.q8, b.q8);
