@@ -175,6 +175,7 @@ constexpr uint64_t kPartsPerRun = 4;
 constexpr int kSteps = static_cast<int>(kPart) / 16;
 constexpr uint64_t kQ8Ahead = 32;  // q8_0 groups (32 KiB of input) prefetched ahead
 constexpr uint64_t kQ8Staged = 8;  // q8_0 groups (2 KiB of output) staged for a streamed copy
+constexpr uint64_t kQ8StagingOffset = 1536;  // the staging area's place after x, modulo 4 KiB
 
 // One element's terms, in double (every element of a call whose f32 sums cannot hold them).
 MP_INLINE void AddInDouble(double r, double o, double* max_abs, double* sums) {
