@@ -7,8 +7,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -28,7 +30,7 @@ struct Job {
   void Work() {
     for (size_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) {
       if (!failed.load(std::memory_order_relaxed)) {
-        Status s = (*fn)(i);
+        Status s = Call(i);
         if (!s.ok()) {
           std::lock_guard<std::mutex> lock(mu);
           if (i < first_index) {
@@ -39,6 +41,18 @@ struct Job {
         }
       }
       if (done.fetch_add(1) + 1 == n) done.notify_all();
+    }
+  }
+
+  // fn(i), an exception made an error: it must not leave the caller while other threads still
+  // run fn, nor end the process from a pool thread.
+  Status Call(size_t i) const {
+    try {
+      return (*fn)(i);
+    } catch (const std::exception& e) {
+      return Internal("index " + std::to_string(i) + ": " + e.what());
+    } catch (...) {
+      return Internal("index " + std::to_string(i) + ": an exception that is not std::exception");
     }
   }
 

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -73,6 +74,21 @@ TEST(ParallelFor, StopsRunningFnAfterAFailure) {
       1);
   EXPECT_EQ(s.message(), "index 3");
   EXPECT_EQ(ran.load(), 4u);
+}
+
+// An exception from fn is an error of its index, on the caller's thread or another one.
+TEST(ParallelFor, AnExceptionBecomesTheIndexsError) {
+  for (const unsigned threads : {1u, 2u, 4u}) {
+    const Status s = ParallelFor(
+        100,
+        [&](size_t i) -> Status {
+          if (i == 7) throw std::runtime_error("out of luck");
+          return Status::Ok();
+        },
+        threads);
+    EXPECT_EQ(s.code(), StatusCode::kInternal) << threads;
+    EXPECT_EQ(s.message(), "index 7: out of luck") << threads;
+  }
 }
 
 TEST(ParallelFor, NestedAndConcurrentCallsFinish) {
