@@ -1,5 +1,5 @@
-// A minimal fork-join loop over indices, for the per-tensor work (digests, comparisons) that
-// is independent across tensors.
+// A fork-join loop over indices, on threads the process keeps, for the per-tensor work (digests,
+// comparisons, quantization) that is independent across tensors.
 #pragma once
 
 #include <cstddef>
